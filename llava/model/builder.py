@@ -1,0 +1,220 @@
+"""``load_pretrained_model``: what to load is decided from the files present and the config.
+
+Upstream decides from substrings of the folder name ("llava", "lora"); here:
+
+- ``adapter_config.json`` present             -> LoRA: base LLM + ``non_lora_trainables.bin`` + adapter
+- full weights (model.safetensors / .bin)     -> a full checkpoint
+- only ``mm_projector.{safetensors,bin}``     -> ``model_base`` LLM + this projector
+- a config without ``mm_vision_tower``        -> a plain language model (no image processor)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+from llava.model import weights
+from llava.model.attention import select_attn_implementation
+from llava.model.language_model.configuration_llava import LlavaConfig
+from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
+
+logger = logging.getLogger(__name__)
+
+# Kept in full precision under 8-/4-bit loading. transformers matches these as regexes from the
+# start of a module's name, so they are anchored at any depth.
+UNQUANTIZED_MODULES = [r"(.*\.)?mm_projector", r"(.*\.)?vision_tower", "lm_head"]
+
+
+def read_config_dict(folder: str | os.PathLike) -> dict:
+    path = Path(folder, "config.json")
+    if not path.is_file():
+        raise FileNotFoundError(f"No config.json in {folder}")
+    return json.loads(path.read_text())
+
+
+def is_multimodal_config(config: dict) -> bool:
+    return bool(config.get("mm_vision_tower")) or any("Llava" in a for a in config.get("architectures") or [])
+
+
+def llava_config_from_dict(config: dict, **overrides) -> LlavaConfig:
+    """Our config from any LLaVA config.json, including released ones that say ``model_type: llava``."""
+    values = {k: v for k, v in config.items() if k not in ("model_type", "transformers_version", "architectures")}
+    values.update(overrides)
+    return LlavaConfig(**values)
+
+
+def checkpoint_kind(model_path: str | os.PathLike, model_base: str | None = None) -> str:
+    """One of ``"lora"``, ``"full"``, ``"projector"``, decided from the files in ``model_path``."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Model path {model_path} is not a local folder (nothing is downloaded)")
+    if (folder / "adapter_config.json").is_file():
+        return "lora"
+    if weights.has_full_weights(folder):
+        return "full"
+    if any((folder / name).is_file() for name in weights.PROJECTOR_FILES):
+        if model_base is None:
+            raise ValueError(f"{model_path} holds only projector weights ({'/'.join(weights.PROJECTOR_FILES)}); "
+                             f"pass model_base (the language model it was trained on)")
+        return "projector"
+    raise FileNotFoundError(
+        f"{model_path} has no weights: expected one of {list(weights.FULL_WEIGHT_FILES)}, "
+        f"{list(weights.PROJECTOR_FILES)} or a LoRA adapter (adapter_config.json)"
+    )
+
+
+def _quantization(load_8bit: bool, load_4bit: bool, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    if load_8bit and load_4bit:
+        raise ValueError("load_8bit and load_4bit are exclusive")
+    if load_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_MODULES)
+    if load_4bit:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_quant_type="nf4",
+            llm_int8_skip_modules=UNQUANTIZED_MODULES,
+        )
+    return None
+
+
+def load_pretrained_model(
+    model_path,
+    model_base=None,
+    model_name=None,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
+    device_map="auto",
+    device: str = "cuda",
+    use_flash_attn: bool = False,
+    **kwargs,
+):
+    """Loads a LLaVA checkpoint for inference.
+
+    Args:
+        model_path: local folder: full checkpoint, projector-only (stage 1) or LoRA adapter.
+        model_base: the base LLM folder for projector-only and LoRA checkpoints.
+        model_name: accepted for upstream compatibility; not used to decide anything.
+        device: "cuda", "cuda:1", "cpu", "mps", ... ; on CPU the model loads in float32.
+        kwargs: ``torch_dtype``/``dtype`` to override the precision; ``attn_implementation``.
+    Returns:
+        (tokenizer, model, image_processor or None, context_len)
+    """
+    model_path = str(model_path)
+    device = torch.device(device)
+    dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or (
+        torch.float16 if device.type == "cuda" else torch.float32)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    attn = select_attn_implementation(device, kwargs.pop("attn_implementation", None) or
+                                      ("flash_attention_2" if use_flash_attn else None))
+    quant = _quantization(load_8bit, load_4bit, dtype if dtype != torch.float32 or device.type == "cuda" else torch.float32)
+    load_kwargs = dict(dtype=dtype, attn_implementation=attn, local_files_only=True)
+    if quant is not None:
+        load_kwargs["quantization_config"] = quant
+    if device.type == "cuda":
+        load_kwargs["device_map"] = device_map if (device_map != "auto" or device.index is None) else {"": device}
+    elif quant is not None:
+        load_kwargs["device_map"] = {"": device}
+
+    kind = checkpoint_kind(model_path, model_base)
+    config_dict = read_config_dict(model_path)
+    if not is_multimodal_config(config_dict):
+        if kind != "full":
+            raise ValueError(f"{model_path} has no mm_vision_tower in config.json, so it must be a full language model")
+        tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs)
+        return _finish(tokenizer, model, None, device, quant)
+
+    config = llava_config_from_dict(config_dict)
+    tokenizer_dir = model_path if _has_tokenizer(model_path) else model_base
+    if tokenizer_dir is None:
+        raise FileNotFoundError(f"No tokenizer files in {model_path} and no model_base given")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+
+    if kind == "full":
+        if model_base is not None:
+            logger.warning("%s is a full checkpoint; model_base %s is not used", model_path, model_base)
+        model, info = LlavaLlamaForCausalLM.from_pretrained(
+            model_path, config=config, output_loading_info=True, key_mapping=weights.CHECKPOINT_KEY_MAPPING,
+            **load_kwargs)
+        missing = set(info["missing_keys"])
+        if any(k.startswith("model.mm_projector.") for k in missing):
+            # Released Delta-LLaVA names are not ours: read them and map them.
+            projector_weights = weights.read_checkpoint_tensors(model_path, lambda k: "mm_projector." in k)
+            weights.load_projector_weights(model.get_model().mm_projector, projector_weights,
+                                           config.mm_projector_type, source=model_path)
+    else:
+        model, info = LlavaLlamaForCausalLM.from_pretrained(
+            model_base, config=config, output_loading_info=True, **load_kwargs)
+        missing = set(info["missing_keys"])
+        if kind == "projector":
+            weights.load_projector_weights(model.get_model().mm_projector, weights.read_state_dict(model_path),
+                                           config.mm_projector_type, source=model_path)
+        else:
+            model = _apply_lora(model, model_path, config)
+            missing = {k for k in missing if not k.startswith("model.mm_projector.")}
+
+    tower = model.get_vision_tower()
+    if any(k.startswith("model.vision_tower.") for k in missing):
+        tower.load_model()  # the checkpoint does not carry the tower: read it from mm_vision_tower
+    else:
+        tower.is_loaded = True
+    _add_image_tokens(tokenizer, model, config)
+    return _finish(tokenizer, model, tower.image_processor, device, quant)
+
+
+def _has_tokenizer(folder: str) -> bool:
+    names = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
+    return any(Path(folder, n).is_file() for n in names)
+
+
+def _apply_lora(model, model_path: str, config: LlavaConfig):
+    from peft import PeftModel
+
+    trainables = weights.read_non_lora_trainables(model_path)
+    own = model.state_dict()
+    unknown = sorted(set(trainables) - set(own))
+    if unknown:
+        raise ValueError(f"{weights.NON_LORA_FILE} in {model_path} has keys the model lacks: {unknown[:8]}")
+    projector = {k: v for k, v in trainables.items() if k.startswith("model.mm_projector.")}
+    if projector:
+        weights.load_projector_weights(model.get_model().mm_projector, projector, config.mm_projector_type,
+                                       source=f"{model_path}/{weights.NON_LORA_FILE}")
+    rest = {k: v for k, v in trainables.items() if not k.startswith("model.mm_projector.")}
+    model.load_state_dict(rest, strict=False)
+    model = PeftModel.from_pretrained(model, model_path)
+    return model.merge_and_unload()
+
+
+def _add_image_tokens(tokenizer, model, config: LlavaConfig) -> None:
+    added = []
+    if config.mm_use_im_patch_token:
+        added.append(DEFAULT_IMAGE_PATCH_TOKEN)
+    if config.mm_use_im_start_end:
+        added += [DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]
+    if added and tokenizer.add_tokens(added, special_tokens=True):
+        model.resize_token_embeddings(len(tokenizer))
+
+
+def _finish(tokenizer, model, image_processor, device: torch.device, quant):
+    if quant is None and device.type != "cuda":
+        model.to(device)
+    elif quant is not None:
+        # bitsandbytes kept these unquantized; make sure they sit on the right device.
+        tower = model.get_vision_tower() if hasattr(model, "get_vision_tower") else None
+        if tower is not None:
+            tower.to(device)
+            model.get_model().mm_projector.to(device)
+    model.eval()
+    config = model.config
+    context_len = (getattr(config, "max_sequence_length", None) or getattr(config, "tokenizer_model_max_length", None)
+                   or 2048)
+    return tokenizer, model, image_processor, context_len

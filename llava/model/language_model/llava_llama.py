@@ -1,0 +1,96 @@
+"""LLaVA on a Llama-family LLM (Llama, Vicuna, SmolLM2, ...)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaForCausalLM, LlamaModel
+from transformers.generation.utils import GenerateOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.llama.modeling_llama import LlamaPreTrainedModel
+
+from llava.model.language_model.configuration_llava import LlavaConfig
+from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
+from llava.model.multimodal_projector.registry import OwnInit
+
+
+class LlavaLlamaModel(LlavaMetaModel, LlamaModel):
+    config_class = LlavaConfig
+
+    def __init__(self, config: LlavaConfig):
+        super().__init__(config)
+
+
+class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
+    config_class = LlavaConfig
+
+    def __init__(self, config: LlavaConfig):
+        # Skip LlamaForCausalLM.__init__, which would build a plain LlamaModel first.
+        LlamaPreTrainedModel.__init__(self, config)
+        self.model = LlavaLlamaModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def _init_weights(self, module) -> None:
+        super()._init_weights(module)
+        # transformers calls this only for modules whose weights were not loaded.
+        if isinstance(module, OwnInit):
+            module.reset_parameters()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        images: torch.FloatTensor | None = None,
+        image_sizes: list[list[int]] | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Causal-LM forward; ``images`` are spliced at each ``IMAGE_TOKEN_INDEX`` of ``input_ids``."""
+        if inputs_embeds is None:
+            input_ids, position_ids, attention_mask, past_key_values, inputs_embeds, labels = (
+                self.prepare_inputs_labels_for_multimodal(
+                    input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes
+                )
+            )
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+        image_sizes: list[list[int]] | None = None,
+        **kwargs,
+    ) -> GenerateOutput | torch.LongTensor:
+        """Upstream's signature: ``generate(input_ids, images=..., image_sizes=...)``.
+
+        Returns only the new tokens (generation runs from ``inputs_embeds``), as upstream does.
+        """
+        if "inputs_embeds" in kwargs:
+            raise NotImplementedError("pass input_ids (with -200 image tokens) and images, not inputs_embeds")
+        position_ids = kwargs.pop("position_ids", None)
+        attention_mask = kwargs.pop("attention_mask", None)
+        if images is not None:
+            _, _, attention_mask, _, inputs_embeds, _ = self.prepare_inputs_labels_for_multimodal(
+                inputs, position_ids, attention_mask, None, None, images, image_sizes
+            )
+        else:
+            inputs_embeds = self.get_model().embed_tokens(inputs)
+        # Positions come from the attention mask inside generate, so left padding works.
+        return super().generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)

@@ -1,0 +1,235 @@
+"""LLaVA's multimodal mixins: build the tower and projector from the config, encode images, and
+splice visual tokens into the text sequence. This is the only module that splices."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llava.constants import (
+    DEFAULT_IM_END_TOKEN,
+    DEFAULT_IM_START_TOKEN,
+    DEFAULT_IMAGE_PATCH_TOKEN,
+    IGNORE_INDEX,
+    IMAGE_TOKEN_INDEX,
+)
+from llava.model.multimodal_encoder.builder import build_vision_tower
+from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from llava.model.multimodal_projector.builder import build_vision_projector, projector_class
+
+
+def _projector_layers(config) -> tuple[int, ...]:
+    return projector_class(config.mm_projector_type).vision_layers(config)
+
+
+class LlavaMetaModel:
+    """Mixin for the base model (``model.*``): owns ``vision_tower`` and ``mm_projector``."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        if getattr(config, "mm_vision_tower", None):
+            if config.mm_patch_merge_type != "flat":
+                raise ValueError(f"mm_patch_merge_type {config.mm_patch_merge_type!r} is not supported; use 'flat'")
+            self.vision_tower = build_vision_tower(config, extra_layers=_projector_layers(config), delay_load=True)
+            self.mm_projector = build_vision_projector(config)
+            self._projector_signature = _signature(config)
+
+    def get_vision_tower(self) -> CLIPVisionTower | None:
+        return getattr(self, "vision_tower", None)
+
+    def initialize_vision_modules(self, model_args) -> None:
+        """Builds (or rebuilds) tower and projector from training arguments, records the choice in
+        the config, and loads ``pretrain_mm_mlp_adapter`` when given.
+
+        Args:
+            model_args: has ``vision_tower``, ``mm_vision_select_layer``, ``mm_vision_select_feature``,
+                ``mm_projector_type``, ``mm_patch_merge_type``, ``pretrain_mm_mlp_adapter`` and the
+                projector's own keys (``scale_factor``, ``mm_delta_*``), when present.
+        """
+        from llava.model import weights  # local: weights imports the projector registry too
+
+        config = self.config
+        config.mm_vision_tower = model_args.vision_tower
+        for key in ("mm_vision_select_layer", "mm_vision_select_feature", "mm_projector_type", "mm_patch_merge_type",
+                    "scale_factor", "mm_delta_rank", "mm_delta_layers", "mm_delta_depth", "mm_delta_per_level"):
+            if getattr(model_args, key, None) is not None:
+                setattr(config, key, getattr(model_args, key))
+        tower = self.get_vision_tower()
+        if tower is None or tower.vision_tower_name != config.mm_vision_tower:
+            tower = build_vision_tower(config, extra_layers=_projector_layers(config))
+            self.vision_tower = tower
+        else:
+            tower.load_model()
+        config.use_mm_proj = True
+        config.mm_hidden_size = tower.hidden_size
+        # Keep a projector that already matches the config (e.g. from a stage-1 checkpoint); a
+        # changed projector type or shape gets a fresh one.
+        if getattr(self, "mm_projector", None) is None or self._projector_signature != _signature(config):
+            self.mm_projector = build_vision_projector(config).to(
+                device=self.embed_tokens.weight.device, dtype=self.embed_tokens.weight.dtype)
+            self._projector_signature = _signature(config)
+        for p in self.mm_projector.parameters():
+            p.requires_grad = True
+        adapter = getattr(model_args, "pretrain_mm_mlp_adapter", None)
+        if adapter:
+            weights.load_projector_weights(self.mm_projector, weights.read_state_dict(adapter), config.mm_projector_type,
+                                           source=adapter)
+
+
+def _signature(config) -> tuple:
+    return (config.mm_projector_type, config.mm_hidden_size, config.hidden_size, config.scale_factor,
+            config.mm_delta_rank, str(config.mm_delta_layers), config.mm_delta_depth, config.mm_delta_per_level)
+
+
+class LlavaMetaForCausalLM:
+    """Mixin for the causal LM: ``encode_images`` and the splice of visual tokens into the text."""
+
+    def get_model(self) -> LlavaMetaModel:
+        return self.model
+
+    def get_vision_tower(self) -> CLIPVisionTower | None:
+        return self.get_model().get_vision_tower()
+
+    def num_image_tokens(self) -> int:
+        """Visual tokens per image: the projector's count for the tower's grid (never assumed)."""
+        tower = self.get_vision_tower()
+        return self.get_model().mm_projector.num_tokens((tower.num_patches_per_side, tower.num_patches_per_side))
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            images: [B, 3, S, S] pixel values.
+        Returns:
+            [B, N', H] visual tokens, N' = ``num_image_tokens()``.
+        """
+        model = self.get_model()
+        features = model.get_vision_tower()(images)
+        projector = model.mm_projector
+        proj_dtype = next(projector.parameters(), model.embed_tokens.weight).dtype
+        return projector(features.to(dtype=proj_dtype))
+
+    def prepare_inputs_labels_for_multimodal(
+        self, input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes=None
+    ):
+        """Replaces each ``IMAGE_TOKEN_INDEX`` by that image's visual tokens.
+
+        Args:
+            input_ids: [B, T] with one -200 per image; padding marked by ``attention_mask``.
+            images: [n, 3, S, S] (or a list of [3, S, S] / [k, 3, S, S]); n equals the number of
+                image tokens, or that plus the number of text-only samples (training batches give
+                text-only samples a placeholder image so every rank runs the projector).
+        Returns:
+            (None, position_ids, attention_mask, past_key_values, inputs_embeds [B, T', H], labels),
+            truncated to ``tokenizer_model_max_length`` and re-padded on ``tokenizer_padding_side``.
+        """
+        tower = self.get_vision_tower()
+        if tower is None or images is None or input_ids.shape[1] == 1:
+            return input_ids, position_ids, attention_mask, past_key_values, None, labels
+
+        if isinstance(images, (list, tuple)):
+            images = torch.cat([img if img.ndim == 4 else img.unsqueeze(0) for img in images], dim=0)
+        elif images.ndim == 5:
+            images = images.flatten(0, 1)
+        image_features = self.encode_images(images)  # (n, N', H)
+
+        image_mask = input_ids == IMAGE_TOKEN_INDEX
+        tokens_per_sample = image_mask.sum(dim=1).tolist()
+        num_tokens, num_text_only = sum(tokens_per_sample), sum(1 for n in tokens_per_sample if n == 0)
+        if len(image_features) == num_tokens:
+            placeholder_images = False
+        elif len(image_features) == num_tokens + num_text_only:
+            placeholder_images = True
+        else:
+            raise ValueError(
+                f"Image features and image tokens do not match: tokens {num_tokens}, images {len(image_features)}"
+            )
+
+        keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        target = labels if labels is not None else torch.full_like(input_ids, IGNORE_INDEX)
+        text_embeds = self.get_model().embed_tokens(input_ids.masked_fill(image_mask, 0))  # (B, T, H)
+
+        seq_embeds, seq_labels, seq_is_image = [], [], []
+        next_image = 0
+        for b in range(input_ids.shape[0]):
+            ids, emb, lab = input_ids[b][keep[b]], text_embeds[b][keep[b]], target[b][keep[b]]
+            cuts = torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist()
+            if not cuts:
+                # Text-only: a zero-length slice keeps the projector in the graph on every rank
+                # (ZeRO-3 otherwise waits forever for the ranks that skipped it).
+                emb = torch.cat([emb, image_features[min(next_image, len(image_features) - 1)][:0]])
+                seq_embeds.append(emb)
+                seq_labels.append(lab)
+                seq_is_image.append(torch.zeros(len(lab), dtype=torch.bool, device=lab.device))
+                next_image += int(placeholder_images)
+                continue
+            parts_e, parts_l, parts_i, start = [], [], [], 0
+            for cut in cuts + [len(ids)]:
+                parts_e.append(emb[start:cut])
+                parts_l.append(lab[start:cut])
+                parts_i.append(torch.zeros(cut - start, dtype=torch.bool, device=lab.device))
+                if cut < len(ids):
+                    feat = image_features[next_image]
+                    next_image += 1
+                    parts_e.append(feat)
+                    parts_l.append(torch.full((len(feat),), IGNORE_INDEX, dtype=lab.dtype, device=lab.device))
+                    parts_i.append(torch.ones(len(feat), dtype=torch.bool, device=lab.device))
+                start = cut + 1
+            seq_embeds.append(torch.cat(parts_e))
+            seq_labels.append(torch.cat(parts_l))
+            seq_is_image.append(torch.cat(parts_i))
+
+        max_len = getattr(self.config, "tokenizer_model_max_length", None)
+        if max_len is not None:
+            for b, is_img in enumerate(seq_is_image):
+                if len(is_img) > max_len and is_img[max_len - 1] and is_img[max_len]:
+                    raise ValueError(
+                        f"Sample {b} is {len(is_img)} tokens long with its visual tokens; truncating to "
+                        f"tokenizer_model_max_length={max_len} would cut through an image"
+                    )
+            seq_embeds = [e[:max_len] for e in seq_embeds]
+            seq_labels = [lab[:max_len] for lab in seq_labels]
+
+        return (None, *self._pad_spliced(seq_embeds, seq_labels, position_ids, attention_mask, labels),)
+
+    def _pad_spliced(self, seq_embeds, seq_labels, position_ids, attention_mask, labels):
+        """Pads spliced sequences back into a batch; returns (position_ids, attention_mask,
+        past_key_values=None, inputs_embeds, labels)."""
+        batch, longest = len(seq_embeds), max(len(e) for e in seq_embeds)
+        hidden = seq_embeds[0].shape[-1]
+        ref = seq_embeds[0]
+        embeds = ref.new_zeros((batch, longest, hidden))
+        new_labels = torch.full((batch, longest), IGNORE_INDEX, dtype=seq_labels[0].dtype, device=ref.device)
+        mask = torch.zeros((batch, longest), dtype=torch.bool, device=ref.device)
+        positions = torch.zeros((batch, longest), dtype=torch.long, device=ref.device)
+        left = getattr(self.config, "tokenizer_padding_side", "right") == "left"
+        for b, (emb, lab) in enumerate(zip(seq_embeds, seq_labels)):
+            n = len(emb)
+            span = slice(longest - n, longest) if left else slice(0, n)
+            embeds[b, span] = emb
+            new_labels[b, span] = lab
+            mask[b, span] = True
+            positions[b, span] = torch.arange(n, device=ref.device)
+        return (
+            positions if position_ids is not None else None,
+            mask.to(attention_mask.dtype) if attention_mask is not None else None,
+            None,
+            embeds,
+            new_labels if labels is not None else None,
+        )
+
+    def initialize_vision_tokenizer(self, model_args, tokenizer) -> None:
+        """Adds ``<im_patch>`` / ``<im_start>``/``<im_end>`` tokens when the arguments ask for them."""
+        added = 0
+        if model_args.mm_use_im_patch_token:
+            added += tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)
+        if model_args.mm_use_im_start_end:
+            added += tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
+        if added:
+            self.resize_token_embeddings(len(tokenizer))
+            inp, out = self.get_input_embeddings().weight.data, self.get_output_embeddings().weight.data
+            # New rows start at the mean of the existing ones, as upstream does.
+            inp[-added:] = inp[:-added].mean(dim=0, keepdim=True)
+            out[-added:] = out[:-added].mean(dim=0, keepdim=True)
+            if model_args.tune_mm_mlp_adapter:
+                self.get_input_embeddings().requires_grad_(True)
+                self.get_output_embeddings().requires_grad_(False)

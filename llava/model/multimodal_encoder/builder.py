@@ -1,0 +1,27 @@
+"""``build_vision_tower(config)``: upstream's entry point."""
+
+from __future__ import annotations
+
+from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+
+
+def build_vision_tower(vision_tower_cfg, extra_layers: tuple[int, ...] = (), delay_load: bool = False) -> CLIPVisionTower:
+    """Builds the CLIP tower named by ``mm_vision_tower`` (or ``vision_tower``) in the config.
+
+    Any local path is accepted, whatever its name; hub names must already be in the local cache.
+
+    Args:
+        vision_tower_cfg: model config or training arguments with ``mm_vision_tower``,
+            ``mm_vision_select_layer`` and ``mm_vision_select_feature``.
+        extra_layers: hidden-state indices the projector asks for, computed in the same pass.
+    """
+    name = getattr(vision_tower_cfg, "mm_vision_tower", None) or getattr(vision_tower_cfg, "vision_tower", None)
+    if not name:
+        raise ValueError("No vision tower configured: set mm_vision_tower (config) or --vision_tower (training)")
+    return CLIPVisionTower(
+        name,
+        select_layer=vision_tower_cfg.mm_vision_select_layer,
+        select_feature=vision_tower_cfg.mm_vision_select_feature,
+        extra_layers=tuple(extra_layers),
+        delay_load=delay_load,
+    )

@@ -1,0 +1,169 @@
+"""CLIP vision tower: one forward pass that returns every hidden layer a projector asked for.
+
+Upstream loads ``CLIPVisionModel`` from a hub name and rejects some local paths. Here the tower
+is always read from local files (a folder, or a hub name already in the local cache), or built
+from a config with random weights; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+# The PIL implementation is upstream LLaVA's preprocessing and needs no torchvision.
+from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from llava.model.multimodal_encoder.features import VisionFeatures
+
+# CLIP's preprocessing constants, used when a tower folder has no preprocessor_config.json.
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _resolve_layer(index: int, num_states: int, what: str) -> int:
+    """Maps a (possibly negative) index into the ``hidden_states`` tuple to a non-negative one."""
+    resolved = index + num_states if index < 0 else index
+    if not 0 <= resolved < num_states:
+        raise ValueError(
+            f"{what} {index} is out of range for a vision tower with {num_states - 1} layers "
+            f"(hidden_states has {num_states} entries, index 0 is the embedding output)"
+        )
+    return resolved
+
+
+def load_vision_config(name_or_path: str) -> CLIPVisionConfig:
+    """Reads a CLIP vision config from a local folder or the local cache, never from the network."""
+    try:
+        return CLIPVisionConfig.from_pretrained(name_or_path, local_files_only=True)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"Vision tower {name_or_path!r} is neither a local folder with a config.json nor in the "
+            f"local Hugging Face cache (nothing is downloaded). Point mm_vision_tower at a local copy. "
+            f"Original error: {err}"
+        ) from err
+
+
+def build_image_processor(name_or_path: str, config: CLIPVisionConfig) -> CLIPImageProcessor:
+    """The tower's own preprocessor_config.json if present, else CLIP preprocessing at its image size."""
+    if Path(name_or_path, "preprocessor_config.json").is_file() or not os.path.isdir(name_or_path):
+        try:
+            return CLIPImageProcessor.from_pretrained(name_or_path, local_files_only=True)
+        except OSError:
+            pass  # no processor saved with this tower: fall back to CLIP's defaults below
+    size = config.image_size
+    return CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
+    )
+
+
+class CLIPVisionTower(nn.Module):
+    """Wraps ``CLIPVisionModel``; state-dict names stay upstream's (``vision_tower.*``).
+
+    Args:
+        vision_tower: local folder (config.json, optional weights) or a locally cached hub name.
+        select_layer: index into ``hidden_states`` for the single-level stream (LLaVA: -2).
+        select_feature: ``"patch"`` drops CLS, ``"cls_patch"`` keeps it.
+        extra_layers: hidden-state indices the projector also wants (delta: 12, 16, 22, 23).
+        delay_load: build the module with random weights now; call :meth:`load_model` for weights.
+    """
+
+    def __init__(
+        self,
+        vision_tower: str,
+        select_layer: int = -2,
+        select_feature: str = "patch",
+        extra_layers: tuple[int, ...] = (),
+        delay_load: bool = False,
+    ):
+        super().__init__()
+        if select_feature not in ("patch", "cls_patch"):
+            raise ValueError(f"Unexpected mm_vision_select_feature {select_feature!r}; expected 'patch' or 'cls_patch'")
+        self.vision_tower_name = str(vision_tower)
+        self.select_feature = select_feature
+        self.cfg_only = load_vision_config(self.vision_tower_name)
+        num_states = self.cfg_only.num_hidden_layers + 1
+        self.select_layer = _resolve_layer(select_layer, num_states, "mm_vision_select_layer")
+        self.extra_layers = tuple(_resolve_layer(i, num_states, "vision layer") for i in extra_layers)
+        self.image_processor = build_image_processor(self.vision_tower_name, self.cfg_only)
+        # The module exists from the start (random init) so that a checkpoint that contains the
+        # tower's weights fills it; load_model() reads the tower folder's own weights instead.
+        self.vision_tower = CLIPVisionModel(self.cfg_only)
+        self.vision_tower.requires_grad_(False)
+        self.is_loaded = False
+        if not delay_load:
+            self.load_model()
+
+    @property
+    def has_weights_on_disk(self) -> bool:
+        folder = Path(self.vision_tower_name)
+        return any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin")) or not folder.is_dir()
+
+    def load_model(self, device_map=None) -> None:
+        """Loads the tower's pretrained weights from its folder (random init is kept if it has none)."""
+        if self.is_loaded:
+            return
+        if self.has_weights_on_disk:
+            loaded = CLIPVisionModel.from_pretrained(self.vision_tower_name, local_files_only=True, device_map=device_map)
+            self.vision_tower.load_state_dict(loaded.state_dict())
+        self.vision_tower.requires_grad_(False)
+        self.is_loaded = True
+
+    @property
+    def layers_needed(self) -> int:
+        """Deepest encoder layer any stream reads; layers past it are never run."""
+        return max((self.select_layer, *self.extra_layers))
+
+    def forward(self, images: torch.Tensor) -> VisionFeatures:
+        """
+        Args:
+            images: [B, 3, S, S] pixel values.
+        Returns:
+            VisionFeatures with patch [B, N, C] and levels [B, h*w, L*C] (or None).
+        """
+        out = self.vision_tower(images.to(device=self.device, dtype=self.dtype), output_hidden_states=True)
+        states = out.hidden_states
+        patch = states[self.select_layer]
+        if self.select_feature == "patch":
+            patch = patch[:, 1:]
+        levels = torch.cat([states[i][:, 1:] for i in self.extra_layers], dim=-1) if self.extra_layers else None
+        return VisionFeatures(patch=patch, levels=levels, grid=(self.num_patches_per_side, self.num_patches_per_side))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vision_tower.embeddings.patch_embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.vision_tower.embeddings.patch_embedding.weight.device
+
+    @property
+    def config(self) -> CLIPVisionConfig:
+        return self.vision_tower.config
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cfg_only.hidden_size
+
+    @property
+    def num_patches_per_side(self) -> int:
+        return self.cfg_only.image_size // self.cfg_only.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.num_patches_per_side**2
+
+
+def save_random_vision_tower(path: str | os.PathLike, config: CLIPVisionConfig, seed: int = 0) -> str:
+    """Writes a randomly initialised CLIP vision tower folder (weights + preprocessor), for tests,
+    benchmarks and the quickstart's stage 0 starting point."""
+    torch.manual_seed(seed)
+    model = CLIPVisionModel(config)
+    model.save_pretrained(path)
+    build_image_processor(str(path), config).save_pretrained(path)
+    return str(path)

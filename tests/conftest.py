@@ -1,0 +1,81 @@
+"""Tiny, random-init components for the whole suite: nothing is downloaded, everything runs on CPU."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoTokenizer, CLIPVisionConfig  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from llava.model import LlavaConfig, LlavaLlamaForCausalLM  # noqa: E402
+from llava.model.multimodal_encoder.clip_encoder import save_random_vision_tower  # noqa: E402
+from tests.tokenizers import make_chatml_tokenizer, make_llama_tokenizer  # noqa: E402
+
+hf_logging.disable_progress_bar()
+hf_logging.set_verbosity_error()
+
+# CLIP-shaped tower small enough for CPU tests: 56 px / patch 14 -> 4 x 4 grid, 4 layers.
+TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
+                  image_size=56, patch_size=14)
+TINY_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=512)
+
+
+def make_tower(path: Path, **overrides) -> str:
+    """Writes a random CLIP vision tower folder (weights + preprocessor config)."""
+    return save_random_vision_tower(path, CLIPVisionConfig(**{**TINY_TOWER, **overrides}))
+
+
+def tiny_llava_config(tower: str, tokenizer, projector: str = "mlp2x_gelu", **overrides) -> LlavaConfig:
+    """A 2-layer Llama config sized to ``tokenizer`` with a vision tower and projector."""
+    vision = CLIPVisionConfig.from_pretrained(tower)
+    values = dict(
+        TINY_LLM,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        mm_vision_tower=tower,
+        mm_hidden_size=vision.hidden_size,
+        mm_projector_type=projector,
+        mm_vision_select_layer=-2,
+        mm_delta_layers="1,2,3",
+    )
+    values.update(overrides)
+    return LlavaConfig(**values)
+
+
+def tiny_llava_model(config: LlavaConfig, seed: int = 0) -> LlavaLlamaForCausalLM:
+    torch.manual_seed(seed)
+    model = LlavaLlamaForCausalLM(config)
+    model.get_vision_tower().load_model()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tower_dir(tmp_path_factory) -> str:
+    return make_tower(tmp_path_factory.mktemp("tower"))
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer_dir(tmp_path_factory) -> str:
+    return make_llama_tokenizer(tmp_path_factory.mktemp("llama_tok"))
+
+
+@pytest.fixture(scope="session")
+def chatml_tokenizer_dir(tmp_path_factory) -> str:
+    return make_chatml_tokenizer(tmp_path_factory.mktemp("chatml_tok"))
+
+
+@pytest.fixture()
+def llama_tokenizer(llama_tokenizer_dir):
+    return AutoTokenizer.from_pretrained(llama_tokenizer_dir)

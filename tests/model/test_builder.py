@@ -1,0 +1,190 @@
+"""load_pretrained_model: decided by the files present, on CPU, with upstream's on-disk formats."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llava.mm_utils import tokenizer_image_token
+from llava.model import LlavaLlamaForCausalLM, weights
+from llava.model.attention import select_attn_implementation
+from llava.model.builder import checkpoint_kind, load_pretrained_model
+from tests.conftest import tiny_llava_config, tiny_llava_model
+
+PROMPT = "USER: <image>\nWhat is in the image? ASSISTANT:"
+
+
+def _save_tokenizer(tokenizer, folder: Path) -> None:
+    tokenizer.save_pretrained(folder)
+
+
+def _ids(tokenizer):
+    return tokenizer_image_token(PROMPT, tokenizer, return_tensors="pt").unsqueeze(0)
+
+
+def _logits(model, tokenizer, pixels):
+    with torch.no_grad():
+        return model(input_ids=_ids(tokenizer), images=pixels).logits
+
+
+@pytest.fixture()
+def reference(tower_dir, llama_tokenizer):
+    return tiny_llava_model(tiny_llava_config(tower_dir, llama_tokenizer))
+
+
+def test_upstream_llava15_on_disk_format_loads_and_generates(tmp_path, reference, llama_tokenizer, tower_dir):
+    """config.json with mm_* keys and model_type "llava", pytorch_model.bin with upstream names,
+    no vision-tower weights (read from mm_vision_tower)."""
+    folder = tmp_path / "llava-v1.5-tiny"
+    folder.mkdir()
+    state = {k: v for k, v in reference.state_dict().items() if ".vision_tower." not in k}
+    assert "model.mm_projector.0.weight" in state and "model.mm_projector.2.weight" in state
+    torch.save(state, folder / "pytorch_model.bin")
+    config = reference.config.to_dict()
+    config.update(model_type="llava", architectures=["LlavaLlamaForCausalLM"])
+    for key in ("scale_factor", "mm_delta_rank", "mm_delta_layers", "mm_delta_depth", "mm_delta_per_level", "conv_mode"):
+        config.pop(key)  # a released LLaVA-1.5 config has none of our keys
+    (folder / "config.json").write_text(json.dumps(config))
+    _save_tokenizer(llama_tokenizer, folder)
+
+    assert checkpoint_kind(folder) == "full"
+    tokenizer, model, processor, context_len = load_pretrained_model(str(folder), None, "llava-v1.5-tiny", device="cpu")
+    assert isinstance(model, LlavaLlamaForCausalLM) and context_len == 2048
+    pixels = torch.randn(1, 3, 56, 56)
+    torch.testing.assert_close(_logits(model, tokenizer, pixels), _logits(reference, llama_tokenizer, pixels))
+    out = model.generate(_ids(tokenizer), images=pixels, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert out.shape == (1, 5)
+    assert processor.crop_size["height"] == 56
+
+
+def test_full_checkpoint_with_upstream_vision_model_prefix(tmp_path, reference, llama_tokenizer):
+    """Tower weights saved by transformers 4 (`...vision_tower.vision_model.*`) are mapped, not dropped."""
+    folder = tmp_path / "ckpt"
+    reference.save_pretrained(folder)
+    _save_tokenizer(llama_tokenizer, folder)
+    state = {}
+    for k, v in reference.state_dict().items():
+        state[k.replace("vision_tower.vision_tower.", "vision_tower.vision_tower.vision_model.")] = v
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    # a tower folder with different weights proves the checkpoint's own are used
+    with torch.no_grad():
+        for p in reference.get_vision_tower().parameters():
+            p.add_(0.5)
+    _, model, _, _ = load_pretrained_model(str(folder), None, None, device="cpu")
+    ours = model.get_vision_tower().state_dict()
+    theirs = {k.replace("vision_model.", ""): v - 0.5 for k, v in reference.get_vision_tower().state_dict().items()}
+    for key, value in ours.items():
+        torch.testing.assert_close(value, theirs[key])
+
+
+def test_projector_only_plus_base(tmp_path, reference, llama_tokenizer, tower_dir):
+    base = tmp_path / "base"
+    reference.save_pretrained(base)  # a base with the LLM weights (its projector is overwritten below)
+    _save_tokenizer(llama_tokenizer, base)
+    stage1 = tmp_path / "stage1"
+    weights.save_projector(stage1, reference.get_model().mm_projector.state_dict())
+    reference.config.save_pretrained(stage1)
+    assert sorted(p.name for p in stage1.iterdir()) == ["config.json", "mm_projector.bin", "mm_projector.safetensors"]
+    with pytest.raises(ValueError, match="pass model_base"):
+        load_pretrained_model(str(stage1), None, None, device="cpu")
+    # the projector file must win over whatever projector the base folder has
+    with torch.no_grad():
+        reference.get_model().mm_projector[0].weight.add_(1.0)
+    weights.save_projector(stage1, reference.get_model().mm_projector.state_dict())
+    tokenizer, model, _, _ = load_pretrained_model(str(stage1), str(base), None, device="cpu")
+    torch.testing.assert_close(model.get_model().mm_projector[0].weight, reference.get_model().mm_projector[0].weight)
+    pixels = torch.randn(1, 3, 56, 56)
+    torch.testing.assert_close(_logits(model, tokenizer, pixels), _logits(reference, llama_tokenizer, pixels))
+
+
+def test_lora_checkpoint_is_detected_by_files_and_merged(tmp_path, reference, llama_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    base = tmp_path / "base"
+    reference.save_pretrained(base)
+    _save_tokenizer(llama_tokenizer, base)
+    torch.manual_seed(1)
+    peft_model = get_peft_model(reference, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                       init_lora_weights=False))
+    with torch.no_grad():
+        peft_model.base_model.model.model.mm_projector[2].bias.add_(0.25)
+    lora_dir = tmp_path / "some-folder-name"  # the name says nothing about LoRA
+    peft_model.save_pretrained(lora_dir)
+    reference.config.save_pretrained(lora_dir)
+    projector = {f"base_model.model.model.mm_projector.{k}": v
+                 for k, v in peft_model.base_model.model.model.mm_projector.state_dict().items()}
+    torch.save(projector, lora_dir / weights.NON_LORA_FILE)
+    assert checkpoint_kind(lora_dir) == "lora"
+    tokenizer, model, _, _ = load_pretrained_model(str(lora_dir), str(base), None, device="cpu")
+    pixels = torch.randn(1, 3, 56, 56)
+    expected = _logits(peft_model, llama_tokenizer, pixels)
+    torch.testing.assert_close(_logits(model, tokenizer, pixels), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_loading_keeps_projector_and_tower(tmp_path, reference, llama_tokenizer, bits):
+    import bitsandbytes as bnb
+
+    folder = tmp_path / "ckpt"
+    reference.save_pretrained(folder)
+    _save_tokenizer(llama_tokenizer, folder)
+    tokenizer, model, _, _ = load_pretrained_model(str(folder), None, None, device="cpu",
+                                                   load_4bit=bits == 4, load_8bit=bits == 8)
+    layer = model.model.layers[0].self_attn.q_proj
+    assert isinstance(layer, bnb.nn.Linear4bit if bits == 4 else bnb.nn.Linear8bitLt)
+    for module in [*model.get_model().mm_projector.modules(), *model.get_vision_tower().modules()]:
+        assert not isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
+    assert model.get_model().mm_projector[0].weight.dtype == torch.float32
+    out = model.generate(_ids(tokenizer), images=torch.randn(1, 3, 56, 56), max_new_tokens=3, min_new_tokens=3,
+                         do_sample=False)
+    assert out.shape == (1, 3)
+
+
+def test_missing_weights_and_tower_errors(tmp_path, llama_tokenizer):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="has no weights"):
+        checkpoint_kind(empty)
+    with pytest.raises(FileNotFoundError, match="not a local folder"):
+        checkpoint_kind(tmp_path / "nope")
+    from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        CLIPVisionTower("openai/clip-vit-large-patch14-336-not-cached")
+
+
+def test_projector_shape_mismatch_names_the_key(reference):
+    wrong = {"0.weight": torch.zeros(64, 99), "0.bias": torch.zeros(64), "2.weight": torch.zeros(64, 64),
+             "2.bias": torch.zeros(64)}
+    with pytest.raises(ValueError, match=r"'0.weight' in x.bin has shape \(64, 99\)"):
+        weights.load_projector_weights(reference.get_model().mm_projector, wrong, "mlp2x_gelu", source="x.bin")
+
+
+def test_attention_backend_choice():
+    assert select_attn_implementation("cpu") == "sdpa"
+    with pytest.raises(ImportError, match="flash"):
+        select_attn_implementation("cpu", "flash_attention_2")
+    with pytest.raises(ValueError, match="Unknown attn_implementation"):
+        select_attn_implementation("cpu", "magic")
+
+
+def test_import_failure_surfaces_real_error(tmp_path):
+    """A broken module inside the package is reported as itself, not hidden behind another error."""
+    code = ("import sys; sys.modules['llava.model.multimodal_projector.mlp'] = None\n"
+            "import llava\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(("ImportError", "ModuleNotFoundError")) and "llava.model.multimodal_projector.mlp" in last
+
+
+def test_no_bare_except_in_package():
+    root = Path(__file__).resolve().parents[2] / "llava"
+    offenders = [str(p) for p in root.rglob("*.py") if "except:" in p.read_text().replace(" ", "")]
+    assert not offenders

@@ -1,0 +1,113 @@
+"""The LLaVA model: splicing rules, generation, and parity with transformers' Llava."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlavaForConditionalGeneration
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.mm_utils import tokenizer_image_token
+from llava.model import weights
+from tests.conftest import tiny_llava_config, tiny_llava_model
+
+PROMPT = "USER: <image>\nWhat is in the image? ASSISTANT:"
+
+
+@pytest.fixture()
+def model(tower_dir, llama_tokenizer):
+    return tiny_llava_model(tiny_llava_config(tower_dir, llama_tokenizer))
+
+
+def test_encode_images_shape(model):
+    images = torch.randn(3, 3, 56, 56)
+    out = model.encode_images(images)
+    assert out.shape == (3, 16, 64)
+    assert model.num_image_tokens() == 16
+
+
+def test_matches_transformers_llava(tower_dir, llama_tokenizer):
+    """Same weights, same prompt with an image: identical logits (fp32)."""
+    model = tiny_llava_model(tiny_llava_config(tower_dir, llama_tokenizer))
+    image_token = len(llama_tokenizer) - 1
+    hf = LlavaForConditionalGeneration(weights.to_hf_llava_config(model.config, image_token_index=image_token)).eval()
+    missing, unexpected = hf.load_state_dict(weights.to_hf_llava_state_dict(model.state_dict()), strict=False)
+    assert not unexpected and not [k for k in missing if "lm_head" not in k]
+
+    ids = tokenizer_image_token(PROMPT, llama_tokenizer, return_tensors="pt").unsqueeze(0)
+    cut = (ids[0] == IMAGE_TOKEN_INDEX).nonzero().item()
+    hf_ids = torch.cat([ids[0, :cut], torch.full((16,), image_token), ids[0, cut + 1:]]).unsqueeze(0)
+    pixels = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        ours = model(input_ids=ids, images=pixels).logits
+        theirs = hf(input_ids=hf_ids, pixel_values=pixels).logits
+    assert ours.shape == theirs.shape == (1, ids.shape[1] - 1 + 16, len(llama_tokenizer))
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_labels_masked_over_image_and_padding_removed(model):
+    ids = torch.tensor([[1, 5, IMAGE_TOKEN_INDEX, 7, 8, 0], [1, IMAGE_TOKEN_INDEX, 9, 10, 11, 12]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    labels = ids.clone().masked_fill(ids < 0, IGNORE_INDEX)
+    _, pos, attn, _, embeds, new_labels = model.prepare_inputs_labels_for_multimodal(
+        ids, None, mask, None, labels, torch.randn(2, 3, 56, 56))
+    assert embeds.shape == (2, 5 + 16, 64)
+    assert attn.tolist()[0] == [1] * 20 + [0]  # right padding by default
+    assert new_labels[0, 2:18].eq(IGNORE_INDEX).all() and new_labels[0, 18:20].tolist() == [7, 8]
+    assert new_labels[1, 1:17].eq(IGNORE_INDEX).all() and new_labels[1, 17:].tolist() == [9, 10, 11, 12]
+    assert pos is None
+
+
+def test_text_only_sample_with_placeholder_image_touches_projector(model):
+    """A training batch gives text-only samples a placeholder image; the projector still gets grads."""
+    model.train()
+    ids = torch.tensor([[1, IMAGE_TOKEN_INDEX, 7, 8], [1, 5, 6, 7]])
+    out = model(input_ids=ids, images=torch.randn(2, 3, 56, 56), labels=ids.clamp(min=0))
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.get_model().mm_projector.parameters())
+    # all-text batch with one placeholder image: still runs the projector (ZeRO-3 needs it)
+    model.zero_grad()
+    ids = torch.tensor([[1, 5, 6, 7]])
+    model(input_ids=ids, images=torch.randn(1, 3, 56, 56), labels=ids).loss.backward()
+    assert all(p.grad is not None for p in model.get_model().mm_projector.parameters())
+
+
+def test_feature_count_mismatch_names_counts(model):
+    ids = torch.tensor([[1, IMAGE_TOKEN_INDEX, IMAGE_TOKEN_INDEX, 7]])
+    with pytest.raises(ValueError, match="tokens 2, images 3"):
+        model(input_ids=ids, images=torch.randn(3, 3, 56, 56))
+
+
+def test_truncation_never_cuts_an_image(model):
+    model.config.tokenizer_model_max_length = 10
+    ids = torch.tensor([[1, 5, IMAGE_TOKEN_INDEX, 7]])
+    with pytest.raises(ValueError, match="cut through an image"):
+        model(input_ids=ids, images=torch.randn(1, 3, 56, 56))
+    model.config.tokenizer_model_max_length = 19  # 2 text + 16 image + 1 text = 19: fits exactly
+    assert model(input_ids=ids, images=torch.randn(1, 3, 56, 56)).logits.shape[1] == 19
+    model.config.tokenizer_model_max_length = 18  # cut after the image: allowed
+    assert model(input_ids=ids, images=torch.randn(1, 3, 56, 56)).logits.shape[1] == 18
+
+
+def test_left_padded_batch_generates_like_single(model, llama_tokenizer):
+    model.config.tokenizer_padding_side = "left"
+    prompts = [PROMPT, "USER: <image>\nDescribe the image in detail please. ASSISTANT:"]
+    seqs = [tokenizer_image_token(p, llama_tokenizer) for p in prompts]
+    longest = max(map(len, seqs))
+    ids = torch.tensor([[0] * (longest - len(s)) + s for s in seqs])
+    mask = torch.tensor([[0] * (longest - len(s)) + [1] * len(s) for s in seqs])
+    images = torch.randn(2, 3, 56, 56)
+    batched = model.generate(ids, images=images, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    for i, s in enumerate(seqs):
+        single = model.generate(torch.tensor([s]), images=images[i:i + 1], max_new_tokens=6, do_sample=False)
+        assert batched[i, : single.shape[1]].tolist() == single[0].tolist()
+
+
+def test_generate_text_only_and_cached_decoding(model):
+    ids = torch.tensor([[1, 5, 6, 7]])
+    out = model.generate(ids, max_new_tokens=4, do_sample=False, min_new_tokens=4)
+    assert out.shape == (1, 4)
+    # cached decoding: a single new token with images given splices nothing
+    _, _, _, _, embeds, _ = model.prepare_inputs_labels_for_multimodal(
+        torch.tensor([[5]]), None, None, None, None, torch.randn(1, 3, 56, 56))
+    assert embeds is None

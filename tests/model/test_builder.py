@@ -177,7 +177,7 @@ def test_attention_backend_choice():
 def test_import_failure_surfaces_real_error(tmp_path):
     """A broken module inside the package is reported as itself, not hidden behind another error."""
     code = ("import sys; sys.modules['llava.model.multimodal_projector.mlp'] = None\n"
-            "import llava\n")
+            "from llava import LlavaLlamaForCausalLM\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]

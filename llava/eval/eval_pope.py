@@ -1,0 +1,195 @@
+"""POPE object-hallucination scores (accuracy, precision, recall, F1, yes-ratio per split).
+
+    python -m llava.eval.eval_pope \\
+        --annotation-dir ./playground/data/eval/pope/coco \\
+        --question-file ./playground/data/eval/pope/llava_pope_test.jsonl \\
+        --result-file ./playground/data/eval/pope/answers/llava-v1.5-13b.jsonl
+
+The annotation dir holds ``coco_pope_<category>.json`` (jsonl despite the name: ``{"question_id",
+"image", "text", "label": "yes"|"no"}``), one per split (adversarial, popular, random). The
+question file gives each LLaVA question its ``category``.
+
+Upstream pairs a category's answers with its labels by position, which silently misaligns a
+partial answer file. Here each question is matched to its label by ``(image, question text)``;
+only when that is not possible (the texts differ) does it fall back to position within the
+category, and then it says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from llava.eval.io_utils import check_coverage, format_ids, id_key, index_by_id, load_answers, load_jsonl
+
+_PREFIX, _SUFFIX = "coco_pope_", ".json"
+
+
+def parse_yes_no(text: str) -> str:
+    """Upstream's reading of a free-form POPE answer as ``"yes"`` or ``"no"``.
+
+    Keep the text before the first period, delete commas, split on single spaces; the answer
+    is "no" when a word is exactly ``No``, ``no`` or ``not``, otherwise "yes". Kept verbatim
+    for score parity, so ``"NO"`` and ``"Not really"`` read as "yes", as they do upstream.
+    """
+    first_sentence = text.split(".")[0]
+    words = first_sentence.replace(",", "").split(" ")
+    return "no" if ("No" in words or "no" in words or "not" in words) else "yes"
+
+
+def pope_metrics(preds: list[str], labels: list[str]) -> dict:
+    """Binary metrics with "yes" as the positive class.
+
+    Args:
+        preds: "yes"/"no" per question.
+        labels: "yes"/"no" per question (anything other than "no" counts as "yes", as upstream).
+
+    Returns:
+        ``{"TP", "FP", "TN", "FN", "accuracy", "precision", "recall", "f1", "yes_ratio"}``;
+        a ratio whose denominator is 0 is reported as 0.0 (upstream divides by zero).
+    """
+    if len(preds) != len(labels):
+        raise ValueError(f"POPE predictions and labels differ in length: {len(preds)} vs {len(labels)}")
+    tp = fp = tn = fn = 0
+    for pred, label in zip(preds, labels):
+        pred_yes, label_yes = pred == "yes", label != "no"
+        if pred_yes and label_yes:
+            tp += 1
+        elif pred_yes:
+            fp += 1
+        elif not label_yes:
+            tn += 1
+        else:
+            fn += 1
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else 0.0
+
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    return {
+        "TP": tp, "FP": fp, "TN": tn, "FN": fn,
+        "accuracy": ratio(tp + tn, len(preds)),
+        "precision": precision,
+        "recall": recall,
+        "f1": ratio(2 * precision * recall, precision + recall),
+        "yes_ratio": ratio(tp + fp, len(preds)),
+    }
+
+
+def _first_line(text: str) -> str:
+    return text.split("\n")[0].strip().lower()
+
+
+def _labels_for_questions(questions: list[dict], label_rows: list[dict], label_file: str) -> tuple[list[str], bool]:
+    """Label of each question (question-file order); second value: True if positional."""
+    by_pair: dict[tuple[str, str], list[str]] = {}
+    for row in label_rows:
+        by_pair.setdefault((str(row["image"]), _first_line(row["text"])), []).append(row["label"])
+    labels = []
+    for q in questions:
+        found = by_pair.get((str(q.get("image")), _first_line(q.get("text", ""))))
+        if found is None or len(found) != 1:
+            break
+        labels.append(found[0])
+    else:
+        return labels, False
+    if len(questions) != len(label_rows):
+        raise ValueError(
+            f"{label_file}: cannot match questions to labels: texts differ and the counts differ "
+            f"too ({len(questions)} questions in the category vs {len(label_rows)} labels)"
+        )
+    return [row["label"] for row in label_rows], True
+
+
+def score_pope(annotation_dir: str, question_file: str, result_file: str) -> dict:
+    """Score a POPE answer file per category.
+
+    Args:
+        annotation_dir: directory with ``coco_pope_<category>.json`` label files.
+        question_file: LLaVA question jsonl with ``question_id``, ``image``, ``text``, ``category``.
+        result_file: answer jsonl.
+
+    Returns:
+        ``{"categories": {category: metrics + "samples" + coverage fields}, "answered",
+        "total", "unanswered", "unanswered_ids"}``; metrics (see :func:`pope_metrics`) are over
+        the answered questions of each category.
+
+    Raises:
+        ValueError: the answer file has ids not in the question file, a label file name is not
+            ``coco_pope_*.json``, or a category in the annotation dir has no questions.
+    """
+    questions = load_jsonl(question_file)
+    index_by_id(questions, question_file)
+    answers = load_answers(result_file)
+    coverage = check_coverage(answers, [q["question_id"] for q in questions], result_file, question_file)
+
+    label_files = sorted(os.listdir(annotation_dir))
+    bad = [f for f in label_files if not (f.startswith(_PREFIX) and f.endswith(_SUFFIX))]
+    if bad:
+        raise ValueError(f"{annotation_dir}: expected only {_PREFIX}<category>{_SUFFIX} files, found {format_ids(bad)}")
+
+    categories = {}
+    for name in label_files:
+        category = name[len(_PREFIX):-len(_SUFFIX)]
+        label_file = os.path.join(annotation_dir, name)
+        cat_questions = [q for q in questions if q.get("category") == category]
+        if not cat_questions:
+            raise ValueError(f"{question_file}: no question has category {category!r} (from {label_file})")
+        labels, positional = _labels_for_questions(cat_questions, load_jsonl(label_file), label_file)
+        if positional:
+            print(f"Note: {category}: question texts differ from {name}; labels matched by position")
+        preds, gold, unanswered = [], [], []
+        for q, label in zip(cat_questions, labels):
+            answer = answers.get(id_key(q["question_id"]))
+            if answer is None:
+                unanswered.append(q["question_id"])
+                continue
+            preds.append(parse_yes_no(answer["text"]))
+            gold.append(label)
+        categories[category] = {
+            "samples": len(preds),
+            **pope_metrics(preds, gold),
+            "answered": len(preds),
+            "total": len(cat_questions),
+            "unanswered": len(unanswered),
+            "unanswered_ids": unanswered,
+        }
+    return {"categories": categories, **coverage.as_dict()}
+
+
+def _print_category(category: str, m: dict) -> None:
+    print(f"Category: {category}, # samples: {m['samples']}")
+    if m["unanswered"]:
+        print(f"answered {m['answered']}/{m['total']}; {m['unanswered']} unanswered "
+              f"(e.g. {format_ids(m['unanswered_ids'], 5)})")
+    print("TP\tFP\tTN\tFN\t")
+    print(f"{m['TP']}\t{m['FP']}\t{m['TN']}\t{m['FN']}")
+    print(f"Accuracy: {m['accuracy']}")
+    print(f"Precision: {m['precision']}")
+    print(f"Recall: {m['recall']}")
+    print(f"F1 score: {m['f1']}")
+    print(f"Yes ratio: {m['yes_ratio']}")
+    print("%.3f, %.3f, %.3f, %.3f, %.3f" % (m["f1"], m["accuracy"], m["precision"], m["recall"], m["yes_ratio"]))
+    print("====================================")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--annotation-dir", type=str, required=True)
+    parser.add_argument("--question-file", type=str, required=True)
+    parser.add_argument("--result-file", type=str, required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    result = score_pope(args.annotation_dir, args.question_file, args.result_file)
+    print(f"answered {result['answered']}/{result['total']}"
+          + (f"; {result['unanswered']} unanswered" if result["unanswered"] else ""))
+    for category, metrics in result["categories"].items():
+        _print_category(category, metrics)
+    return result
+
+
+if __name__ == "__main__":
+    main()

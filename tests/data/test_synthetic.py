@@ -1,0 +1,350 @@
+"""The synthetic quickstart dataset: reproducible, well-formed, and its answers match its pixels."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from llava.data.synthetic import (
+    ANSWER_PROMPT,
+    IGNORE_LABEL,
+    KINDS,
+    PALETTE,
+    QUESTION_TYPES,
+    VOCAB,
+    SyntheticConfig,
+    class_labels,
+    generate,
+    main,
+    score_answers,
+)
+
+CONFIG = SyntheticConfig(num_stage1=40, num_stage2=60, num_eval=25, image_size=112, seed=0)
+DATA_FILES = ("stage0.json", "stage1.json", "stage2.json", "meta.json",
+              "eval/questions.jsonl", "eval/annotations.json")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synthetic") / "a"
+    generate(out, CONFIG)
+    return out
+
+
+def _load(out: Path, name: str):
+    return json.loads((out / name).read_text())
+
+
+def _questions(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "eval/questions.jsonl").read_text().splitlines()]
+
+
+def _pixels(out: Path) -> dict[str, np.ndarray]:
+    root = out / "images"
+    return {p.relative_to(root).as_posix(): np.asarray(Image.open(p)) for p in sorted(root.rglob("*.png"))}
+
+
+def _components(mask: np.ndarray) -> int:
+    """Number of 8-connected components of a boolean mask (a small BFS; no scipy needed)."""
+    seen = np.zeros_like(mask)
+    h, w = mask.shape
+    n = 0
+    for y, x in np.argwhere(mask):
+        if seen[y, x]:
+            continue
+        n += 1
+        seen[y, x] = True
+        queue = deque([(y, x)])
+        while queue:
+            cy, cx = queue.popleft()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = cy + dy, cx + dx
+                    if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        queue.append((ny, nx))
+    return n
+
+
+# --- reproducibility --------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_files_and_pixels(dataset, tmp_path):
+    generate(tmp_path, CONFIG)
+    for name in DATA_FILES:
+        assert (tmp_path / name).read_bytes() == (dataset / name).read_bytes(), name
+    a, b = _pixels(dataset), _pixels(tmp_path)
+    assert a.keys() == b.keys() and len(a) == 40 + 57 + 25
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_different_seed_differs(dataset, tmp_path):
+    generate(tmp_path, SyntheticConfig(num_stage1=40, num_stage2=60, num_eval=25, seed=1))
+    for name in ("stage1.json", "stage2.json", "eval/annotations.json"):
+        assert (tmp_path / name).read_bytes() != (dataset / name).read_bytes(), name
+    a, b = _pixels(dataset), _pixels(tmp_path)
+    assert sum(not np.array_equal(a[k], b[k]) for k in a) == len(a)
+
+
+def test_sample_does_not_depend_on_split_sizes(dataset, tmp_path):
+    generate(tmp_path, SyntheticConfig(num_stage1=5, num_stage2=0, num_eval=3, seed=0))
+    assert _load(tmp_path, "stage1.json") == _load(dataset, "stage1.json")[:5]
+    assert _questions(tmp_path) == _questions(dataset)[:3]
+    a, b = _pixels(dataset), _pixels(tmp_path)
+    for key in b:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+# --- formats ----------------------------------------------------------------------------------
+
+
+def test_training_files_have_llava_format(dataset):
+    images = dataset / "images"
+    stage1 = _load(dataset, "stage1.json")
+    stage2 = _load(dataset, "stage2.json")
+    assert len(stage1) == 40 and len(stage2) == 60
+    for sample in stage1 + stage2:
+        assert set(sample) <= {"id", "image", "conversations"}
+        conv = sample["conversations"]
+        assert len(conv) >= 2 and len(conv) % 2 == 0
+        assert [t["from"] for t in conv] == ["human", "gpt"] * (len(conv) // 2)
+        assert all(t["value"].strip() for t in conv)
+        n_tags = sum(t["value"].count("<image>") for t in conv)
+        if "image" in sample:
+            assert (images / sample["image"]).is_file(), sample["id"]
+            assert n_tags == 1 and conv[0]["value"].startswith("<image>\n"), sample["id"]
+        else:
+            assert n_tags == 0, sample["id"]
+    for sample in stage1:
+        assert "image" in sample and len(sample["conversations"]) == 2
+    text_only = [s for s in stage2 if "image" not in s]
+    assert len(text_only) == round(60 * CONFIG.text_only_fraction) == 3
+    ids = [s["id"] for s in stage1 + stage2]
+    assert len(ids) == len(set(ids))
+
+
+def test_eval_files_match_and_are_held_out(dataset):
+    questions = _questions(dataset)
+    annotations = _load(dataset, "eval/annotations.json")
+    assert len(questions) == 25
+    assert [q["question_id"] for q in questions] == list(annotations)
+    for q in questions:
+        assert set(q) == {"question_id", "image", "text", "category"}
+        assert q["text"].endswith("\n" + ANSWER_PROMPT) and "<image>" not in q["text"]
+        ann = annotations[q["question_id"]]
+        assert ann["category"] == q["category"] and ann["image"] == q["image"]
+        assert ann["answer"] in VOCAB[q["category"]]
+        assert (dataset / "images" / q["image"]).is_file()
+    counts = {c: sum(q["category"] == c for q in questions) for c in QUESTION_TYPES}
+    assert counts == {c: 5 for c in QUESTION_TYPES}
+    train = {s["image"] for f in ("stage1.json", "stage2.json") for s in _load(dataset, f) if "image" in s}
+    eval_images = {q["image"] for q in questions}
+    assert not train & eval_images
+    assert not {s["image"] for s in _load(dataset, "stage0.json")["samples"]} & eval_images
+
+
+def test_meta_and_stage0_labels(dataset):
+    meta = _load(dataset, "meta.json")
+    assert meta["seed"] == 0 and meta["image_size"] == 112
+    assert class_labels(dataset / "meta.json") == class_labels(meta) == class_labels()
+    assert meta["counts"]["images"] == 40 + 57 + 25
+    for key, rel in meta["files"].items():
+        assert (dataset / rel).is_file(), key
+    stage0 = _load(dataset, "stage0.json")
+    assert stage0["tasks"] == meta["vocab"] and stage0["ignore_index"] == IGNORE_LABEL
+    train = {s["image"] for f in ("stage1.json", "stage2.json") for s in _load(dataset, f) if "image" in s}
+    assert {s["image"] for s in stage0["samples"]} == train
+    for s in stage0["samples"]:
+        assert set(s["labels"]) == set(QUESTION_TYPES)
+        for task, label in s["labels"].items():
+            if task in KINDS[s["kind"]]:
+                assert 0 <= label < len(meta["vocab"][task]), (s["id"], task)
+            else:
+                assert label == IGNORE_LABEL, (s["id"], task)
+
+
+def test_training_answers_agree_with_labels(dataset):
+    """Every short answer and caption in stage 1/2 is one of that image's stage-0 attributes."""
+    vocab = class_labels()
+    attrs = {s["image"]: {t: vocab[t][i] for t, i in s["labels"].items() if i != IGNORE_LABEL}
+             for s in _load(dataset, "stage0.json")["samples"]}
+    for sample in _load(dataset, "stage1.json"):
+        text = sample["conversations"][1]["value"].lower()
+        for task, value in attrs[sample["image"]].items():
+            if task != "count":
+                assert value in text, (sample["id"], task, value, text)
+    for sample in _load(dataset, "stage2.json"):
+        if "image" not in sample:
+            continue
+        for turn in sample["conversations"][1::2]:
+            if " " not in turn["value"]:  # short answers; the rest are captions
+                assert turn["value"] in attrs[sample["image"]].values(), (sample["id"], turn)
+
+
+# --- answers against pixels -------------------------------------------------------------------
+
+
+def _samples_by_kind(dataset):
+    vocab = class_labels()
+    for s in _load(dataset, "stage0.json")["samples"]:
+        labels = {t: vocab[t][i] for t, i in s["labels"].items() if i != IGNORE_LABEL}
+        yield s["kind"], labels, s["boxes"], np.asarray(Image.open(dataset / "images" / s["image"]))
+
+
+def test_object_colour_shape_and_position_match_pixels(dataset):
+    seen = 0
+    for kind, labels, boxes, pix in _samples_by_kind(dataset):
+        if kind != "object":
+            continue
+        seen += 1
+        (x0, y0, x1, y1), = boxes
+        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+        colour = np.array(PALETTE[labels["color"]])
+        assert (pix[cy, cx] == colour).all(), labels
+        third = ["left", "center", "right"][min(2, cx * 3 // pix.shape[1])]
+        assert third == labels["position"]
+        box = (pix[y0:y1, x0:x1] == colour).all(-1)
+        fill = box.mean()
+        h, w = box.shape
+        if labels["shape"] == "square":
+            assert fill > 0.85
+        elif labels["shape"] == "circle":
+            assert 0.68 < fill < 0.85 and not box[1, 1]
+        elif labels["shape"] == "star":
+            assert fill < 0.45
+        elif labels["shape"] == "triangle":  # apex at the top, base at the bottom
+            assert box[-2, 1] and box[-2, -2] and not box[1, 1] and not box[1, -2]
+        elif labels["shape"] == "cross":
+            assert not box[1, 1] and not box[-2, -2] and box[h // 2, 1] and box[1, w // 2]
+    assert seen >= 5
+
+
+def test_count_images_have_that_many_separate_shapes(dataset):
+    seen = 0
+    for kind, labels, boxes, pix in _samples_by_kind(dataset):
+        if kind != "count":
+            continue
+        seen += 1
+        mask = (pix == np.array(PALETTE[labels["color"]])).all(-1)
+        assert _components(mask) == int(labels["count"]) == len(boxes), labels
+        others = [c for c in PALETTE if c != labels["color"]]
+        assert not any((pix == np.array(PALETTE[c])).all(-1).any() for c in others)
+    assert seen >= 5
+
+
+def test_word_images_are_drawn_in_the_stated_colour_only(dataset):
+    seen = 0
+    for kind, labels, boxes, pix in _samples_by_kind(dataset):
+        if kind != "word":
+            continue
+        seen += 1
+        (x0, y0, x1, y1), = boxes
+        mask = (pix == np.array(PALETTE[labels["color"]])).all(-1)
+        assert mask.sum() > 0.03 * mask.size  # big letters
+        ys, xs = np.nonzero(mask)
+        assert x0 <= xs.min() and xs.max() < x1 and y0 <= ys.min() and ys.max() < y1
+        assert _components(mask) >= 3  # three separate letters
+        others = [c for c in PALETTE if c != labels["color"]]
+        assert not any((pix == np.array(PALETTE[c])).all(-1).any() for c in others)
+    assert seen >= 5
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+ANNOTATIONS = {
+    "c": {"answer": "red", "category": "color"},
+    "c2": {"answer": "blue", "category": "color"},
+    "n": {"answer": "3", "category": "count"},
+    "n2": {"answer": "2", "category": "count"},
+    "p": {"answer": "center", "category": "position"},
+    "w": {"answer": "cat", "category": "word"},
+    "s": {"answer": "circle", "category": "shape"},
+    "7": {"answer": "triangle", "category": "shape"},
+}
+
+
+@pytest.mark.parametrize("text, qid, correct", [
+    ("Red.", "c", True),
+    ("red", "c", True),
+    ("The colour is red.", "c", True),
+    ("red circle", "c", True),
+    ("blue", "c", False),
+    ("blue or red", "c", False),  # names two colours: not an answer
+    ("three", "n", True),
+    ("Three.", "n", True),
+    ("There are 3 shapes.", "n", True),
+    ("3", "n2", False),
+    ("two", "n2", True),
+    ("In the middle.", "p", True),
+    ("centre", "p", True),
+    ("CAT", "w", True),
+    ("The word is \"CAT\".", "w", True),
+    ("A circle", "s", True),
+    ("circles", "s", False),
+])
+def test_score_answers_matching(text, qid, correct):
+    result = score_answers([{"question_id": qid, "text": text}], ANNOTATIONS)
+    assert result["overall"]["correct"] == int(correct)
+    assert result["overall"]["total"] == len(ANNOTATIONS)
+
+
+def test_score_answers_counts_missing_unknown_and_duplicates(tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    rows = [
+        {"question_id": "c", "prompt": "...", "text": "Red", "answer_id": "x", "model_id": "m", "metadata": {}},
+        {"question_id": "c", "text": "blue"},  # duplicate: the first answer counts
+        {"question_id": 7, "text": "triangle"},  # int ids match string keys
+        {"question_id": "n", "text": "  "},  # empty: unanswered
+        {"question_id": "zzz", "text": "red"},
+    ]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    annotations = tmp_path / "annotations.json"
+    annotations.write_text(json.dumps(ANNOTATIONS))
+    result = score_answers(answers, annotations)
+    assert result["overall"] == {"accuracy": 2 / 8, "correct": 2, "total": 8}
+    assert result["unanswered"] == 6 and result["unknown_ids"] == 1 and result["duplicates"] == 1
+    assert result["per_category"]["color"] == {"correct": 1, "total": 2, "unanswered": 1, "accuracy": 0.5}
+    assert result["per_category"]["count"]["unanswered"] == 2
+    assert set(result["per_category"]) == {"color", "count", "position", "word", "shape"}
+
+
+def test_score_generated_eval(dataset):
+    annotations = _load(dataset, "eval/annotations.json")
+    perfect = [{"question_id": q, "text": a["answer"].capitalize() + "."} for q, a in annotations.items()]
+    result = score_answers(perfect, dataset / "eval/annotations.json")
+    assert result["overall"]["accuracy"] == 1.0 and result["unanswered"] == 0
+    assert all(c["accuracy"] == 1.0 for c in result["per_category"].values())
+    result = score_answers([], annotations)
+    assert result["overall"]["correct"] == 0 and result["unanswered"] == 25
+
+
+# --- CLI and config ---------------------------------------------------------------------------
+
+
+def test_cli_generates_and_scores(tmp_path, capsys):
+    out = tmp_path / "cli"
+    result = main(["--out", str(out), "--num-stage1", "4", "--num-stage2", "6", "--num-eval", "5",
+                   "--image-size", "64", "--seed", "3"])
+    printed = capsys.readouterr().out
+    assert "stage1 4 captions" in printed and "eval   5 questions" in printed
+    assert result["counts"]["stage1"] == 4 and result["counts"]["eval"] == 5
+    assert Image.open(out / "images" / "eval" / "000000.png").size == (64, 64)
+    assert _load(out, "meta.json")["image_size"] == 64
+    answers = out / "answers.jsonl"
+    answers.write_text("".join(json.dumps({"question_id": q["question_id"], "text": "red"}) + "\n"
+                               for q in _questions(out)))
+    main(["--out", str(out), "--score", str(answers)])
+    assert "overall accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs", [{"num_stage1": -1}, {"image_size": 16},
+                                    {"text_only_fraction": 1.5}, {"kind_weights": (1.0, 0.0)}])
+def test_config_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        SyntheticConfig(**kwargs)

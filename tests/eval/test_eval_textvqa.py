@@ -1,0 +1,56 @@
+import pytest
+
+from llava.eval import eval_textvqa
+from llava.eval.eval_textvqa import question_from_prompt, score_textvqa
+
+from .conftest import answer
+
+OCR = "Reference OCR token: coca, cola, 2"
+INSTR = "Answer the question using a single word or phrase."
+
+
+def _annotations(tmp_path, json_file):
+    data = [
+        {"image_id": "img1", "question_id": 101, "question": "How many bottles?",
+         "answers": ["2"] * 4 + ["3"] * 6},
+        {"image_id": "img2", "question_id": 102, "question": "What brand is it?",
+         "answers": ["coca cola"] * 2 + ["pepsi"] * 8},
+        {"image_id": "img3", "question_id": 103, "question": "What color?", "answers": ["red"] * 10},
+    ]
+    return json_file(tmp_path / "TextVQA_0.5.1_val.json", {"data": data})
+
+
+@pytest.mark.parametrize(
+    "prompt, question",
+    [
+        (f"How many bottles?\n{OCR}\n{INSTR}", "how many bottles?"),
+        (f"{OCR}\nHow many bottles?\n{INSTR}", "how many bottles?"),
+        (f"What color?\n{INSTR}", "what color?"),
+        ("OCR tokens: a b Question: What is it? Short answer:", "what is it?"),
+    ],
+)
+def test_question_from_prompt(prompt, question):
+    assert question_from_prompt(prompt) == question
+
+
+def test_score_textvqa(tmp_path, json_file, jsonl, capsys):
+    ann = _annotations(tmp_path, json_file)
+    results = jsonl(tmp_path / "answers" / "model.jsonl", [
+        answer("img1", "Two", f"How many bottles?\n{OCR}\n{INSTR}"),  # 4 of 10 -> 1.0
+        answer(102, "Coca-Cola", "What brand is it?\n" + INSTR),  # matched by question id; 2 of 10 -> 0.6
+    ])
+    result = score_textvqa(str(ann), str(results))
+    assert result["accuracy"] == pytest.approx(0.8)
+    assert (result["samples"], result["answered"], result["total"], result["unanswered"]) == (2, 2, 3, 1)
+    assert result["unanswered_ids"] == [103]
+
+    eval_textvqa.main(["--annotation-file", str(ann), "--result-dir", str(tmp_path / "answers")])
+    out = capsys.readouterr().out
+    assert "model\nanswered 2/3; 1 unanswered (e.g. 103)\nSamples: 2\nAccuracy: 80.00%" in out
+
+
+def test_unmatched_answer_is_named(tmp_path, json_file, jsonl):
+    ann = _annotations(tmp_path, json_file)
+    results = jsonl(tmp_path / "a.jsonl", [answer("img9", "x", "Where?\n" + INSTR)])
+    with pytest.raises(ValueError, match=r"match no annotation.*'img9' \('where\?'\)"):
+        score_textvqa(str(ann), str(results))

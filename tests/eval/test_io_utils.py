@@ -1,0 +1,50 @@
+import pytest
+
+from llava.eval.io_utils import Coverage, check_coverage, index_by_id, load_answers, load_json, load_jsonl
+
+
+def test_bad_json_line_names_file_and_line(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"question_id": 1, "text": "a"}\n\n{"question_id": 2, "text": "b"\n')
+    with pytest.raises(ValueError, match=r"answers\.jsonl:3: not valid JSON"):
+        load_jsonl(path)
+
+
+def test_non_object_line_is_rejected(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question_id": 1}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"q\.jsonl:2: expected a JSON object"):
+        load_jsonl(path)
+
+
+def test_bad_json_file_names_line(tmp_path):
+    path = tmp_path / "ann.json"
+    path.write_text('{\n  "data": [1,\n  ]\n}')
+    with pytest.raises(ValueError, match=r"ann\.json:3:"):
+        load_json(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        load_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_repeated_ids_are_named(tmp_path):
+    records = [{"question_id": 1}, {"question_id": "1"}, {"question_id": 2}]
+    with pytest.raises(ValueError, match=r"1 repeated question_id value\(s\): '1'"):
+        index_by_id(records, tmp_path / "a.jsonl")
+
+
+def test_answer_without_text(tmp_path, jsonl):
+    path = jsonl(tmp_path / "a.jsonl", [{"question_id": 1, "prompt": "p"}])
+    with pytest.raises(ValueError, match="question_id 1 has no 'text'"):
+        load_answers(path)
+
+
+def test_coverage_counts_unanswered_and_rejects_unknown_ids():
+    cov = check_coverage({"1", "2"}, [1, 2, 3, 4], "a.jsonl", "q.jsonl")
+    assert (cov.answered, cov.total, cov.unanswered, cov.unanswered_ids) == (2, 4, 2, [3, 4])
+    assert cov.message() == "answered 2/4; 2 unanswered (e.g. 3, 4)"
+    assert Coverage(3, 3).message() == "answered 3/3"
+    with pytest.raises(ValueError, match=r"question ids not in q\.jsonl: '7', '9'"):
+        check_coverage({"1", "7", "9"}, [1, 2], "a.jsonl", "q.jsonl")

@@ -33,9 +33,16 @@ class LlavaMetaModel:
             self.vision_tower = build_vision_tower(config, extra_layers=_projector_layers(config), delay_load=True)
             self.mm_projector = build_vision_projector(config)
             self._projector_signature = _signature(config)
+            self._check_grid()
 
     def get_vision_tower(self) -> CLIPVisionTower | None:
         return getattr(self, "vision_tower", None)
+
+    def _check_grid(self) -> None:
+        """Fails at build time, not at the first image, when the projector cannot use the tower's
+        grid (e.g. a scale_factor that does not divide it)."""
+        side = self.vision_tower.num_patches_per_side
+        self.mm_projector.num_tokens((side, side))
 
     def initialize_vision_modules(self, model_args) -> None:
         """Builds (or rebuilds) tower and projector from training arguments, records the choice in
@@ -68,6 +75,7 @@ class LlavaMetaModel:
             self.mm_projector = build_vision_projector(config).to(
                 device=self.embed_tokens.weight.device, dtype=self.embed_tokens.weight.dtype)
             self._projector_signature = _signature(config)
+        self._check_grid()
         for p in self.mm_projector.parameters():
             p.requires_grad = True
         adapter = getattr(model_args, "pretrain_mm_mlp_adapter", None)

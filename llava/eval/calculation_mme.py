@@ -132,6 +132,8 @@ def score_mme(results_dir: str) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results_dir", "--results-dir", dest="results_dir", type=str, required=True)
+    parser.add_argument("--summary", type=str, default=None, metavar="LABEL",
+                        help='end with one line "LABEL: <metric> = <value>" (scripts pass "<bench> <ckpt>")')
     return parser
 
 
@@ -149,6 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
         for category, s in result[eval_type]["categories"].items():
             print(f"\t {category}  score: {s['score']:.2f}  (acc {100 * s['acc']:.2f}, acc+ {100 * s['acc_plus']:.2f})")
         print()
+    if args.summary:
+        perception, cognition = (result[t]["total"] for t in EVAL_TYPES)
+        print(f"{args.summary}: perception = {perception:.2f} (cognition = {cognition:.2f}; "
+              f"answered {result['answered']}/{result['total']})")
     return result
 
 

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotation-file", type=str, required=True)
     parser.add_argument("--result-file", type=str, required=True)
     parser.add_argument("--result-upload-file", type=str, default=None)
+    parser.add_argument("--summary", type=str, default=None, metavar="LABEL",
+                        help='end with one line "LABEL: <metric> = <value>" (scripts pass "<bench> <ckpt>")')
     return parser
 
 
@@ -98,6 +100,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.result_upload_file:
         write_jsonl(result["predictions"], args.result_upload_file)
         print(f"wrote {args.result_upload_file}")
+    if args.summary:  # LLaVA-1.5 reports the image questions (SEED-IMG)
+        image = result["image_accuracy"]
+        metric = f"image accuracy = {image:.2f}%" if image is not None else f"accuracy = {result['accuracy']:.2f}%"
+        print(f"{args.summary}: {metric} (all {result['accuracy']:.2f}%; "
+              f"answered {result['answered']}/{result['total']})")
     return result
 
 

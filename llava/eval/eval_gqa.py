@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tier", type=str, default="testdev_balanced")
     parser.add_argument("--questions", type=str, default="{tier}_questions.json")
     parser.add_argument("--predictions", type=str, default="{tier}_predictions.json")
+    parser.add_argument("--summary", type=str, default=None, metavar="LABEL",
+                        help='end with one line "LABEL: <metric> = <value>" (scripts pass "<bench> <ckpt>")')
     return parser
 
 
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
     for group in ("structural", "semantic"):
         if result[group]:
             print(f"{group}: " + ", ".join(f"{k} {v:.2f}%" for k, v in result[group].items()))
+    if args.summary:
+        print(f"{args.summary}: accuracy = {result['accuracy']:.2f}% (answered {result['answered']}/{result['total']})")
     return result
 
 

@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotation-dir", type=str, required=True)
     parser.add_argument("--question-file", type=str, required=True)
     parser.add_argument("--result-file", type=str, required=True)
+    parser.add_argument("--summary", type=str, default=None, metavar="LABEL",
+                        help='end with one line "LABEL: <metric> = <value>" (scripts pass "<bench> <ckpt>")')
     return parser
 
 
@@ -188,6 +190,11 @@ def main(argv: list[str] | None = None) -> dict:
           + (f"; {result['unanswered']} unanswered" if result["unanswered"] else ""))
     for category, metrics in result["categories"].items():
         _print_category(category, metrics)
+    if args.summary:  # LLaVA-1.5 reports the F1 averaged over the splits
+        f1 = {c: 100.0 * m["f1"] for c, m in result["categories"].items()}
+        print(f"{args.summary}: F1 = {sum(f1.values()) / max(len(f1), 1):.2f} ("
+              + ", ".join(f"{c} {v:.2f}" for c, v in f1.items())
+              + f"; answered {result['answered']}/{result['total']})")
     return result
 
 

@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Upstream declares `--options` with type=list, which splits a string into characters;
     # accepting "ABCDE" keeps that spelling working.
     parser.add_argument("--options", type=str, default="".join(OPTIONS))
+    parser.add_argument("--summary", type=str, default=None, metavar="LABEL",
+                        help='end with one line "LABEL: <metric> = <value>" (scripts pass "<bench> <ckpt>")')
     return parser
 
 
@@ -180,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
         write_json(result["outputs"], args.output_file, indent=2)
     if args.output_result:
         write_json(result["sqa_results"], args.output_result, indent=2)
+    if args.summary:  # LLaVA-1.5 reports the image subset (SQA-IMG)
+        print(f"{args.summary}: IMG accuracy = {result['img_accuracy']:.2f}% (all {result['accuracy']:.2f}%; "
+              f"answered {result['answered']}/{result['total']})")
     return result
 
 

@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotation-file", type=str, required=True)
     parser.add_argument("--result-file", type=str, default=None, help="one answer jsonl")
     parser.add_argument("--result-dir", type=str, default=None, help="score every *.jsonl in it")
+    parser.add_argument("--summary", type=str, default=None, metavar="LABEL",
+                        help='end with one line "LABEL: <metric> = <value>" (scripts pass "<bench> <ckpt>")')
     return parser
 
 
@@ -134,6 +136,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"Skipping {name}")
                 continue
             results.append(_report(args.annotation_file, os.path.join(args.result_dir, name)))
+    if args.summary:
+        for r in results:
+            print(f"{args.summary}: accuracy = {100.0 * r['accuracy']:.2f}% (answered {r['answered']}/{r['total']})")
     return results
 
 

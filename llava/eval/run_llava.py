@@ -1,0 +1,111 @@
+"""Ask a LLaVA checkpoint one question about one or more images and print the answer.
+
+    python -m llava.eval.run_llava --model-path ./checkpoints/llava-v1.5-7b \\
+        --image-file view.jpg --query "What is in the image?" [--temperature 0] [--device cpu]
+
+Several images: ``--image-file a.jpg,b.jpg`` (split on ``--sep``) with one ``<image-placeholder>``
+per image in the query, where each image goes. Without a placeholder the image comes first, as
+upstream. From Python, as in upstream's README::
+
+    from llava.eval.run_llava import eval_model
+    args = type("Args", (), {"model_path": path, "model_base": None, "model_name": None, "query": q,
+                             "conv_mode": None, "image_file": "view.jpg", "sep": ",", "temperature": 0,
+                             "top_p": None, "num_beams": 1, "max_new_tokens": 512})()
+    answer = eval_model(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+from io import BytesIO
+
+from PIL import Image
+
+from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER
+from llava.conversation import conv_templates
+from llava.eval.runner import (
+    AUTO_CONV_MODES,
+    GenerationSettings,
+    LoadedModel,
+    add_model_args,
+    chat_prompt,
+    generate_texts,
+    image_prompt,
+    load_model,
+    resolve_conv_mode,
+)
+from llava.mm_utils import process_images
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_args(parser, temperature=0.2, max_new_tokens=512)
+    parser.add_argument("--image-file", type=str, required=True)
+    parser.add_argument("--query", type=str, required=True)
+    parser.add_argument("--sep", type=str, default=",")
+    return parser
+
+
+def image_parser(args) -> list[str]:
+    """The image files: ``args.image_file`` split on ``args.sep`` (or a list as is)."""
+    if isinstance(args.image_file, str):
+        return args.image_file.split(args.sep)
+    return list(args.image_file)
+
+
+def load_image(image_file) -> Image.Image:
+    """An RGB image from a path, an http(s) URL or bytes."""
+    if isinstance(image_file, bytes):
+        return Image.open(BytesIO(image_file)).convert("RGB")
+    if image_file.startswith(("http://", "https://")):
+        import requests
+
+        response = requests.get(image_file, timeout=30)
+        response.raise_for_status()
+        return Image.open(BytesIO(response.content)).convert("RGB")
+    return Image.open(image_file).convert("RGB")
+
+
+def build_query(query: str, config) -> str:
+    """Upstream's placement: each ``<image-placeholder>`` becomes an image, else one image leads."""
+    if IMAGE_PLACEHOLDER in query:
+        token = DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN \
+            if getattr(config, "mm_use_im_start_end", False) else DEFAULT_IMAGE_TOKEN
+        return query.replace(IMAGE_PLACEHOLDER, token)
+    return image_prompt(query, config)
+
+
+def eval_model(args, loaded: LoadedModel | None = None) -> str:
+    """Prints and returns the answer to ``args.query`` about ``args.image_file``.
+
+    Args:
+        args: an argparse namespace or any object with upstream's fields (``device`` optional).
+        loaded: an already loaded model, e.g. to ask several questions.
+    """
+    if loaded is None:
+        load_args = argparse.Namespace(model_path=args.model_path, model_base=getattr(args, "model_base", None),
+                                       device=getattr(args, "device", None), conv_mode=getattr(args, "conv_mode", None))
+        loaded = load_model(load_args)
+    config = loaded.model.config
+    # Differs from upstream on purpose: the template is never guessed from the model's name.
+    requested = getattr(args, "conv_mode", None)
+    conv_mode = resolve_conv_mode(requested, config) if requested not in AUTO_CONV_MODES else loaded.conv_mode
+    prompt = chat_prompt(conv_mode, build_query(args.query, config))
+    images = [load_image(f) for f in image_parser(args)]
+    pixels = process_images(images, loaded.image_processor, config)
+    settings = GenerationSettings(args.temperature, getattr(args, "top_p", None), getattr(args, "num_beams", 1),
+                                  getattr(args, "max_new_tokens", 512))
+    # One prompt row; its images in order (a list when the processor left them differently sized).
+    row_images = [pixels] if not isinstance(pixels, list) else list(pixels)
+    outputs = generate_texts(loaded.model, loaded.tokenizer, [prompt], row_images, [[im.size for im in images]],
+                             settings, conv_templates[conv_mode].stop_str)[0]
+    print(outputs)
+    return outputs
+
+
+def main(argv: list[str] | None = None) -> str:
+    return eval_model(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+# Sourced by every scripts/v1_5/eval/<bench>.sh: the checkpoint argument, chunks, merging.
+#
+#   bash scripts/v1_5/eval/<bench>.sh CHECKPOINT_DIR [runner arguments...]
+#
+# CHECKPOINT_DIR is a local checkpoint folder; its base name (CKPT) names the answer files.
+# Runner arguments go to the model runner as they are, e.g. --batch-size 8, --device cpu,
+# --model-base ./checkpoints/vicuna-7b-v1.5 (projector-only or LoRA checkpoints), --no-resume.
+# One chunk runs per GPU in CUDA_VISIBLE_DEVICES (default "0": one chunk; a machine without a
+# GPU runs that chunk on the CPU). CONV_MODE overrides the template (default "auto": the
+# checkpoint's conv_mode, else vicuna_v1). An interrupted script resumes where it stopped.
+
+set -euo pipefail
+
+if [ $# -lt 1 ] || [ ! -d "$1" ]; then
+    echo "usage: bash $0 CHECKPOINT_DIR [runner arguments, e.g. --batch-size 8]" >&2
+    echo "  CHECKPOINT_DIR must be a local folder${1:+; got '$1'}" >&2
+    exit 2
+fi
+CKPT_PATH=${1%/}
+shift
+RUNNER_ARGS=("$@")
+CKPT=$(basename "$CKPT_PATH")
+CONV_MODE=${CONV_MODE:-auto}
+EVAL_DIR=./playground/data/eval
+
+gpu_list="${CUDA_VISIBLE_DEVICES:-0}"
+IFS=',' read -ra GPULIST <<< "$gpu_list"
+CHUNKS=${#GPULIST[@]}
+PIDS=()
+
+# Waits for the chunks started with `... & PIDS+=($!)`; stops the script if any failed.
+wait_chunks() {
+    local pid failed=0
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" || failed=$((failed + 1))
+    done
+    PIDS=()
+    if [ "$failed" -ne 0 ]; then
+        echo "$failed of $CHUNKS chunk(s) failed (see above); run the script again to resume" >&2
+        exit 1
+    fi
+}
+
+# merge_chunks DIR OUTPUT: DIR/${CHUNKS}_k.jsonl joined in chunk order, checked (every chunk
+# present and parsable, no question id twice).
+merge_chunks() {
+    python -m llava.eval.merge_answers --answers-dir "$1" --num-chunks "$CHUNKS" --output-file "$2"
+}
+
+# concat_chunks DIR OUTPUT: the same join without the repeated-id check, for benchmarks whose
+# question ids repeat (MME: one id per image, two questions; MMBench --all-rounds: one per round).
+concat_chunks() {
+    local idx chunk
+    : > "$2"
+    for idx in $(seq 0 $((CHUNKS - 1))); do
+        chunk="$1/${CHUNKS}_${idx}.jsonl"
+        if [ ! -f "$chunk" ]; then
+            echo "missing chunk file $chunk" >&2
+            exit 1
+        fi
+        cat "$chunk" >> "$2"
+    done
+    echo "joined $CHUNKS chunk(s) into $2"
+}

@@ -1,0 +1,295 @@
+"""The benchmark runners on a tiny random checkpoint: batching, resuming, chunking, each format."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from llava.eval import merge_answers, model_vqa, model_vqa_loader, model_vqa_mmbench, model_vqa_science, run_llava
+from llava.eval import runner
+from llava.eval.runner import get_chunk, load_model, resolve_conv_mode
+
+# Different lengths, so a batch needs real left padding.
+QUESTIONS = [
+    (101, "a.png", "What is in the image?"),
+    (102, "b.png", "Describe the image in detail."),
+    (103, "sub/c.png", "What color is the car? Answer the question using a single word or phrase."),
+    (104, "a.png", "How many people are there?"),
+    (105, "b.png", "Is there a dog in the picture? Answer yes or no."),
+    (106, "sub/c.png", "Where was this photo taken? Describe the city street, the blue sky and the tall tree."),
+]
+MAX_NEW_TOKENS = "8"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: extra threads only fight the other test processes for the 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_checkpoint):
+    return load_model(model_vqa_loader.build_parser().parse_args(["--model-path", tiny_checkpoint, "--device", "cpu"]))
+
+
+@pytest.fixture(scope="module")
+def question_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("questions") / "questions.jsonl"
+    path.write_text("".join(json.dumps({"question_id": q, "image": im, "text": t}) + "\n" for q, im, t in QUESTIONS))
+    return str(path)
+
+
+def _args(module, tiny_checkpoint, image_folder, question_file, answers_file, *extra):
+    return module.build_parser().parse_args([
+        "--model-path", tiny_checkpoint, "--image-folder", image_folder, "--question-file", question_file,
+        "--answers-file", str(answers_file), "--temperature", "0", "--max_new_tokens", MAX_NEW_TOKENS,
+        "--device", "cpu", *extra])
+
+
+def _read(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, loaded, tiny_checkpoint, image_folder, question_file):
+    """Batch-size-1 answers for QUESTIONS."""
+    out = tmp_path_factory.mktemp("reference") / "answers.jsonl"
+    model_vqa_loader.eval_model(_args(model_vqa_loader, tiny_checkpoint, image_folder, question_file, out), loaded)
+    return _read(out)
+
+
+def test_answer_file_format(reference):
+    assert [a["question_id"] for a in reference] == [q for q, _, _ in QUESTIONS]
+    for answer, (_, _, text) in zip(reference, QUESTIONS):
+        assert set(answer) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
+        assert answer["prompt"] == text and answer["model_id"] == "llava-tiny-mlp2x" and answer["metadata"] == {}
+    assert len({a["answer_id"] for a in reference}) == len(reference)
+    assert len({a["text"] for a in reference}) > 1  # the batching tests compare more than one constant
+
+
+def test_answers_are_cut_at_the_stop_string_and_eos(llama_tokenizer):
+    """Rows end differently in a batch; each is cut at its own stop string / eos, pads dropped."""
+
+    class StubModel:  # returns fixed "new tokens", as LlavaLlamaForCausalLM.generate does
+        device, dtype = torch.device("cpu"), torch.float32
+        generation_config = type("GenerationConfig", (), {"eos_token_id": llama_tokenizer.eos_token_id})()
+
+        def generate(self, input_ids, **kwargs):
+            self.kwargs = kwargs
+            rows = [llama_tokenizer("Yes ### the rest", add_special_tokens=False).input_ids,
+                    llama_tokenizer("No", add_special_tokens=False).input_ids + [llama_tokenizer.eos_token_id]]
+            width = max(map(len, rows)) + 2
+            return torch.tensor([r + [llama_tokenizer.eos_token_id] * (width - len(r)) for r in rows])
+
+    model = StubModel()
+    texts = runner.generate_texts(model, llama_tokenizer, ["USER: Hi? ASSISTANT:", "USER: Longer question? ASSISTANT:"],
+                                  [None, None], [None, None], runner.GenerationSettings(max_new_tokens=9), "###")
+    assert texts == ["Yes", "No"]
+    assert model.kwargs["do_sample"] is False and "temperature" not in model.kwargs
+    assert model.kwargs["attention_mask"][0].tolist()[:2] == [0, 0]  # the shorter prompt is padded on the left
+
+
+def test_batch_of_4_gives_the_batch_1_answers(tmp_path, loaded, tiny_checkpoint, image_folder, question_file,
+                                              reference):
+    out = tmp_path / "b4.jsonl"
+    summary = model_vqa_loader.eval_model(
+        _args(model_vqa_loader, tiny_checkpoint, image_folder, question_file, out, "--batch-size", "4"), loaded)
+    batched = _read(out)
+    assert summary.generated == 6
+    assert [(a["question_id"], a["text"]) for a in batched] == [(a["question_id"], a["text"]) for a in reference]
+
+
+def test_interrupted_run_resumes_without_duplicates(tmp_path, monkeypatch, loaded, tiny_checkpoint, image_folder,
+                                                     question_file, reference):
+    out = tmp_path / "answers.jsonl"
+    args = _args(model_vqa_loader, tiny_checkpoint, image_folder, question_file, out, "--batch-size", "2")
+    real, calls = runner.generate_texts, []
+
+    def dies_on_second_batch(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(runner, "generate_texts", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        model_vqa_loader.eval_model(args, loaded)
+    assert [a["question_id"] for a in _read(out)] == [101, 102]  # the first batch was flushed
+    monkeypatch.setattr(runner, "generate_texts", real)
+
+    with open(out, "a") as f:
+        f.write('{"question_id": 103, "prom')  # killed in the middle of a line
+    summary = model_vqa_loader.eval_model(args, loaded)
+    assert (summary.resumed, summary.generated) == (2, 4)
+    answers = _read(out)
+    assert [a["question_id"] for a in answers] == [101, 102, 103, 104, 105, 106]
+    assert [a["text"] for a in answers] == [a["text"] for a in reference]
+
+    # a finished run generates nothing; --no-resume starts again
+    assert model_vqa_loader.eval_model(args, loaded).generated == 0
+    args.resume = False
+    args.batch_size = 6
+    assert model_vqa_loader.eval_model(args, loaded).generated == 6 and len(_read(out)) == 6
+
+
+def test_resume_refuses_an_answer_file_of_other_questions(tmp_path, loaded, tiny_checkpoint, image_folder,
+                                                          question_file):
+    out = tmp_path / "answers.jsonl"
+    out.write_text(json.dumps({"question_id": 999, "prompt": "x", "text": "y"}) + "\n")
+    with pytest.raises(ValueError, match=r"answers.jsonl already has 1 answer\(s\) for questions not in this run"):
+        model_vqa_loader.eval_model(_args(model_vqa_loader, tiny_checkpoint, image_folder, question_file, out), loaded)
+    out.write_text('{"question_id": 101, "prompt": "What is in the image?", "text": "y"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"answers.jsonl:2: not valid JSON"):
+        model_vqa_loader.eval_model(_args(model_vqa_loader, tiny_checkpoint, image_folder, question_file, out), loaded)
+
+
+def test_get_chunk_splits_like_upstream():
+    items = list(range(10))
+    assert [get_chunk(items, 3, k) for k in range(3)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [get_chunk(items, 8, k) for k in range(8)][4:] == [[8, 9], [], [], []]  # ceil(10 / 8) = 2 per chunk
+    assert get_chunk([], 2, 1) == []
+    with pytest.raises(ValueError, match="chunk 3 of 3"):
+        get_chunk(items, 3, 3)
+
+
+def test_chunks_merged_equal_the_unchunked_run(tmp_path, loaded, tiny_checkpoint, image_folder, question_file,
+                                               reference):
+    for k in range(4):  # 6 questions in 4 chunks: 2, 2, 2 and an empty one
+        out = tmp_path / f"4_{k}.jsonl"
+        model_vqa_loader.eval_model(_args(model_vqa_loader, tiny_checkpoint, image_folder, question_file, out,
+                                          "--num-chunks", "4", "--chunk-idx", str(k), "--batch-size", "2"), loaded)
+    assert (tmp_path / "4_3.jsonl").read_text() == ""
+    merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "4"])
+    merged = _read(tmp_path / "merge.jsonl")
+    assert [(a["question_id"], a["text"]) for a in merged] == [(a["question_id"], a["text"]) for a in reference]
+
+
+def test_main_loads_the_checkpoint_and_model_vqa_answers_too(tmp_path, tiny_checkpoint, image_folder, question_file,
+                                                              reference, capsys):
+    out = tmp_path / "vqa.jsonl"
+    model_vqa.main(["--model-path", tiny_checkpoint, "--image-folder", image_folder, "--question-file", question_file,
+                    "--answers-file", str(out), "--temperature", "0", "--max_new_tokens", MAX_NEW_TOKENS,
+                    "--batch-size", "3", "--num-workers", "1"])
+    assert [a["text"] for a in _read(out)] == [a["text"] for a in reference]
+    assert f"{out}: 6 answers, 6 generated" in capsys.readouterr().out
+
+
+def test_bad_question_line_and_missing_image(tmp_path, tiny_checkpoint, image_folder):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question_id": 1, "image": "a.png", "text": "Hi?"}\n\n{"question_id": 2, "image": \n')
+    args = _args(model_vqa_loader, tiny_checkpoint, image_folder, str(questions), tmp_path / "a.jsonl")
+    with pytest.raises(ValueError, match=r"q\.jsonl:3: not valid JSON"):
+        model_vqa_loader.eval_model(args)
+    questions.write_text('{"question_id": 1, "image": "a.png"}\n')
+    with pytest.raises(ValueError, match=r"q\.jsonl:1: question has no 'text'"):
+        model_vqa_loader.eval_model(args)
+    questions.write_text('{"question_id": 1, "image": "a.png", "text": "Hi?"}\n'
+                         '{"question_id": "q7", "image": "gone.png", "text": "Hi?"}\n'
+                         '{"question_id": 8, "image": "gone2.png", "text": "Hi?"}\n')
+    with pytest.raises(FileNotFoundError, match=r"question_id 'q7' not found: .*gone\.png \(1 more missing"):
+        model_vqa_loader.eval_model(args)  # raised before any model is loaded
+
+
+def test_conv_mode_comes_from_the_flag_then_the_config():
+    class Config:
+        conv_mode = None
+
+    config = Config()
+    assert resolve_conv_mode(None, config) == "vicuna_v1"
+    assert resolve_conv_mode("auto", config) == "vicuna_v1"
+    config.conv_mode = "chatml"
+    assert resolve_conv_mode(None, config) == "chatml"
+    assert resolve_conv_mode("llava_v1", config) == "llava_v1"
+    with pytest.raises(ValueError, match="Unknown --conv-mode 'vicuna'"):
+        resolve_conv_mode("vicuna", config)
+
+
+def test_science_single_pred_prompt_with_text_only_questions(tmp_path, loaded, tiny_checkpoint, image_folder):
+    questions = [
+        {"id": "s1", "image": "a.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhich is a mammal?\nA. cat\nB. fish"}, {"from": "gpt", "value": "A"}]},
+        {"id": "s2", "conversations": [{"from": "human", "value": "Which word is a noun?\nA. run\nB. dog\nC. blue"}]},
+        {"id": "s3", "image": "sub/c.png",
+         "conversations": [{"from": "human", "value": "What colour?\nA. red\nB. green"}]},
+    ]
+    question_file = tmp_path / "llava_test_CQM-A.json"
+    question_file.write_text(json.dumps(questions, indent=1))
+    texts = {}
+    for batch in ("1", "3"):
+        out = tmp_path / f"sqa{batch}.jsonl"
+        model_vqa_science.eval_model(_args(model_vqa_science, tiny_checkpoint, image_folder, str(question_file), out,
+                                           "--single-pred-prompt", "--batch-size", batch), loaded)
+        answers = _read(out)
+        texts[batch] = [a["text"] for a in answers]
+    suffix = "\nAnswer with the option's letter from the given choices directly."
+    assert [a["question_id"] for a in answers] == ["s1", "s2", "s3"]
+    assert answers[0]["prompt"] == "<image>\nWhich is a mammal?\nA. cat\nB. fish" + suffix
+    assert answers[1]["prompt"] == "Which word is a noun?\nA. run\nB. dog\nC. blue" + suffix
+    assert texts["1"] == texts["3"]  # a batch mixing text-only and image questions answers each the same
+
+    question_file.write_text(json.dumps(questions[:1])[:-5])
+    with pytest.raises(ValueError, match=r"llava_test_CQM-A\.json:1:\d+: not valid JSON"):
+        model_vqa_science.eval_model(_args(model_vqa_science, tiny_checkpoint, image_folder, str(question_file),
+                                           tmp_path / "x.jsonl"))
+
+
+def _png_base64(colour: str, size=(32, 24)) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_mmbench_tsv_all_rounds_and_converter(tmp_path, loaded, tiny_checkpoint):
+    import pandas as pd
+
+    from llava.eval import convert_mmbench_for_submission
+
+    table = pd.DataFrame([
+        {"index": 0, "question": "What colour is it?", "hint": None, "A": "red", "B": "blue", "C": "green", "D": None,
+         "answer": "B", "category": "color", "l2-category": "attribute", "image": _png_base64("blue")},
+        {"index": 7, "question": "Is it a cat?", "hint": "Look closely.", "A": "yes", "B": "no", "C": None,
+         "D": None, "answer": "A", "category": "object", "l2-category": "instance", "image": _png_base64("red")},
+    ])
+    tsv = tmp_path / "mmbench_dev.tsv"
+    table.to_csv(tsv, sep="\t", index=False)
+    out = tmp_path / "answers" / "tiny.jsonl"
+    args = model_vqa_mmbench.build_parser().parse_args([
+        "--model-path", tiny_checkpoint, "--question-file", str(tsv), "--answers-file", str(out),
+        "--single-pred-prompt", "--lang", "cn", "--all-rounds", "--temperature", "0",
+        "--max_new_tokens", MAX_NEW_TOKENS, "--batch-size", "4", "--device", "cpu"])
+    model_vqa_mmbench.eval_model(args, loaded)
+    answers = _read(out)
+    assert [(a["question_id"], a["round_id"]) for a in answers] == [(0, 0), (0, 1), (0, 2), (7, 0), (7, 1)]
+    first, rotated = answers[0], answers[1]
+    assert first["prompt"] == "What colour is it?\nA. red\nB. blue\nC. green"
+    assert rotated["options"] == ["blue", "green", "red"] and rotated["option_char"] == ["B", "C", "A"]
+    assert (first["answer"], rotated["answer"], answers[2]["answer"]) == ("B", "A", "C")  # "blue" follows the rotation
+    assert answers[3]["prompt"] == "Look closely.\nIs it a cat?\nA. yes\nB. no"
+    assert first["category"] == "color" and first["l2-category"] == "attribute"
+
+    result = convert_mmbench_for_submission.main([
+        "--annotation-file", str(tsv), "--result-dir", str(tmp_path / "answers"),
+        "--upload-dir", str(tmp_path / "upload"), "--experiment", "tiny"])
+    assert (result["answered"], result["total"], result["extra_rounds"]) == (2, 2, 3)
+
+
+def test_run_llava_prints_an_answer(tiny_checkpoint, image_folder, capsys):
+    answer = run_llava.main(["--model-path", tiny_checkpoint, "--image-file", f"{image_folder}/a.png",
+                             "--query", "What is in the image?", "--temperature", "0", "--max_new_tokens", "6"])
+    assert capsys.readouterr().out == answer + "\n"
+    # two images, placed by <image-placeholder>, through upstream's README-style args object
+    args = type("Args", (), {"model_path": tiny_checkpoint, "model_base": None, "model_name": None,
+                             "query": "<image-placeholder> and <image-placeholder>: the same?", "conv_mode": None,
+                             "image_file": f"{image_folder}/a.png,{image_folder}/b.png", "sep": ",",
+                             "temperature": 0, "top_p": None, "num_beams": 1, "max_new_tokens": 4})()
+    assert isinstance(run_llava.eval_model(args), str)

@@ -16,6 +16,7 @@ from llava.constants import (
 from llava.model.multimodal_encoder.builder import build_vision_tower
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_projector.builder import build_vision_projector, projector_class
+from llava.model.multimodal_projector.registry import OwnInit
 
 
 def _projector_layers(config) -> tuple[int, ...]:
@@ -37,6 +38,13 @@ class LlavaMetaModel:
 
     def get_vision_tower(self) -> CLIPVisionTower | None:
         return getattr(self, "vision_tower", None)
+
+    def _init_weights(self, module) -> None:
+        # transformers dispatches initialisation to the nearest PreTrainedModel, which is this base
+        # model (it owns the projector), and calls it only for modules whose weights were not loaded.
+        super()._init_weights(module)
+        if isinstance(module, OwnInit):
+            module.reset_parameters()
 
     def _check_grid(self) -> None:
         """Fails at build time, not at the first image, when the projector cannot use the tower's
@@ -80,8 +88,9 @@ class LlavaMetaModel:
             p.requires_grad = True
         adapter = getattr(model_args, "pretrain_mm_mlp_adapter", None)
         if adapter:
-            weights.load_projector_weights(self.mm_projector, weights.read_state_dict(adapter), config.mm_projector_type,
-                                           source=adapter)
+            with weights.zero3_gathered(list(self.mm_projector.parameters())):  # partitioned under ZeRO-3
+                weights.load_projector_weights(self.mm_projector, weights.read_state_dict(adapter),
+                                               config.mm_projector_type, source=adapter)
 
 
 def _signature(config) -> tuple:

@@ -6,6 +6,7 @@ Projector files are written as ``mm_projector.safetensors`` and upstream's ``mm_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -105,6 +106,18 @@ def save_projector(output_dir: str | os.PathLike, state_dict: dict[str, torch.Te
     torch.save(full, paths[0])
     save_file(full, str(paths[1]), metadata={"format": "pt"})
     return paths
+
+
+def zero3_gathered(params, modifier_rank: int | None = 0):
+    """A context in which ZeRO-3-partitioned parameters are whole, so weights can be read or loaded
+    (``deepspeed.zero.GatheredParameters``; changes made on ``modifier_rank`` are kept). A no-op
+    for ordinary parameters. Under ZeRO-3 every rank must enter it (it is a collective)."""
+    partitioned = [p for p in params if hasattr(p, "ds_id")]
+    if not partitioned:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=modifier_rank)
 
 
 def has_full_weights(folder: str | os.PathLike) -> bool:

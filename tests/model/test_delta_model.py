@@ -179,3 +179,21 @@ def test_delta_trains_inside_the_model(delta_model):
     out.loss.backward()
     grads = [p.grad for p in delta_model.get_model().mm_projector.parameters()]
     assert all(g is not None for g in grads)
+
+
+def test_projector_is_initialised_when_loading_a_plain_llm(tmp_path, delta_tower, llama_tokenizer):
+    """from_pretrained on an LLM checkpoint without projector weights (stage-1 start): every
+    projector parameter gets a real initialisation (transformers 5 turns torch.nn.init into no-ops
+    while loading)."""
+    from transformers import LlamaForCausalLM
+
+    config = tiny_llava_config(delta_tower, llama_tokenizer, projector="delta")
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "llm")
+    model = LlavaLlamaForCausalLM.from_pretrained(tmp_path / "llm", config=config)
+    projector = model.get_model().mm_projector
+    for name, param in projector.named_parameters():
+        assert torch.isfinite(param).all(), name
+    for name in ("query_proj.U", "key_proj.V", "value_proj.U", "region_attn.in_proj_weight"):
+        std = projector.get_parameter(name).std().item()
+        assert 0.005 < std < 0.5, (name, std)
+    assert projector.get_parameter("region_attn.in_proj_bias").abs().max() == 0

@@ -10,7 +10,6 @@ from transformers.models.llama.modeling_llama import LlamaPreTrainedModel
 
 from llava.model.language_model.configuration_llava import LlavaConfig
 from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
-from llava.model.multimodal_projector.registry import OwnInit
 
 
 class LlavaLlamaModel(LlavaMetaModel, LlamaModel):
@@ -30,12 +29,6 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         self.vocab_size = config.vocab_size
         self.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def _init_weights(self, module) -> None:
-        super()._init_weights(module)
-        # transformers calls this only for modules whose weights were not loaded.
-        if isinstance(module, OwnInit):
-            module.reset_parameters()
 
     def forward(
         self,

@@ -17,6 +17,7 @@ from transformers import CLIPImageProcessorPil as CLIPImageProcessor
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from llava.model.multimodal_encoder.features import VisionFeatures
+from llava.model.weights import zero3_gathered
 
 # CLIP's preprocessing constants, used when a tower folder has no preprocessor_config.json.
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -110,7 +111,9 @@ class CLIPVisionTower(nn.Module):
             return
         if self.has_weights_on_disk:
             loaded = CLIPVisionModel.from_pretrained(self.vision_tower_name, local_files_only=True, device_map=device_map)
-            self.vision_tower.load_state_dict(loaded.state_dict())
+            # Under ZeRO-3 either model may be partitioned (empty tensors): gather both to copy.
+            with zero3_gathered([*loaded.parameters(), *self.vision_tower.parameters()]):
+                self.vision_tower.load_state_dict(loaded.state_dict())
         self.vision_tower.requires_grad_(False)
         self.is_loaded = True
 
@@ -119,6 +122,33 @@ class CLIPVisionTower(nn.Module):
         """Deepest encoder layer any stream reads; layers past it are never run."""
         return max((self.select_layer, *self.extra_layers))
 
+    def hidden_states(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The hidden states that some stream reads, by index (0 = embedding output).
+
+        Runs ``CLIPVisionModel.forward``'s own modules in its order -- embeddings, pre-LayerNorm,
+        encoder layers -- but stops after the deepest layer asked for (``layers_needed``) and skips
+        the post-LayerNorm of the pooled output, which no stream reads. The states are therefore
+        bit-identical to ``output_hidden_states=True`` of the full forward. Upstream runs every
+        layer; with LLaVA's ``mm_vision_select_layer=-2`` the last one was computed for nothing.
+
+        Args:
+            images: [B, 3, S, S] pixel values (cast to the tower's device and dtype).
+        Returns:
+            {index: [B, 1 + h*w, C]} for ``select_layer`` and every extra layer.
+        """
+        model = self.vision_tower
+        # Some transformers releases nest the transformer under `vision_model` (4.x, early 5.x); 5.23 does not.
+        core = getattr(model, "vision_model", model)
+        wanted = {self.select_layer, *self.extra_layers}
+        hidden = core.embeddings(images.to(device=self.device, dtype=self.dtype))  # (B, 1 + h*w, C)
+        hidden = core.pre_layrnorm(hidden)
+        states = {0: hidden} if 0 in wanted else {}
+        for index, layer in enumerate(core.encoder.layers[: self.layers_needed], start=1):
+            hidden = layer(hidden, None)  # (B, 1 + h*w, C); no attention mask, as the full forward
+            if index in wanted:
+                states[index] = hidden
+        return states
+
     def forward(self, images: torch.Tensor) -> VisionFeatures:
         """
         Args:
@@ -126,8 +156,7 @@ class CLIPVisionTower(nn.Module):
         Returns:
             VisionFeatures with patch [B, N, C] and levels [B, h*w, L*C] (or None).
         """
-        out = self.vision_tower(images.to(device=self.device, dtype=self.dtype), output_hidden_states=True)
-        states = out.hidden_states
+        states = self.hidden_states(images)
         patch = states[self.select_layer]
         if self.select_feature == "patch":
             patch = patch[:, 1:]

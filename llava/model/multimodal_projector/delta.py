@@ -33,6 +33,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as hf_init
 
 from llava.model.multimodal_encoder.features import VisionFeatures
 from llava.model.multimodal_projector.registry import OwnInit, Projector, register_projector
@@ -239,10 +240,13 @@ class DeltaProjection(OwnInit, nn.Module):
         the first step. The released code's initialisation is not documented; trained weights
         replace it anyway.
         """
+        # transformers' guarded init functions: inside from_pretrained, torch.nn.init is a no-op and
+        # these are what initialise parameters that the checkpoint does not hold.
         self.base.reset_parameters()
-        nn.init.normal_(self.U, std=0.02)
-        nn.init.normal_(self.V, std=0.02)
-        self.norm.reset_parameters()
+        hf_init.normal_(self.U, std=0.02)
+        hf_init.normal_(self.V, std=0.02)
+        hf_init.ones_(self.norm.weight)
+        hf_init.zeros_(self.norm.bias)
 
     def effective_weight(self) -> torch.Tensor:
         """The effective weight ``W_s + (U V)^T``: [out, in], or [L, out, C] per level (for tests/analysis)."""
@@ -408,10 +412,10 @@ class RegionAttention(OwnInit, nn.Module):
 
     def reset_parameters(self) -> None:
         """``nn.MultiheadAttention``'s initialisation."""
-        nn.init.xavier_uniform_(self.in_proj_weight)
-        nn.init.zeros_(self.in_proj_bias)
+        hf_init.xavier_uniform_(self.in_proj_weight)  # guarded: see DeltaProjection.reset_parameters
+        hf_init.zeros_(self.in_proj_bias)
         self.out_proj.reset_parameters()
-        nn.init.zeros_(self.out_proj.bias)
+        hf_init.zeros_(self.out_proj.bias)
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Plain batched multi-head attention, as ``nn.MultiheadAttention(batch_first=True)``.

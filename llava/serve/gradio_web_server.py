@@ -1,0 +1,585 @@
+"""The web demo (gradio 6): upload an image, ask about it, watch the answer stream.
+
+One command, nothing else to start (the model runs in this process)::
+
+    python -m llava.serve.gradio_web_server --model-path CKPT --device cpu      # http://127.0.0.1:7860
+
+Upstream's deployment (controller + model workers, several GPUs) also works::
+
+    python -m llava.serve.gradio_web_server --controller-url http://localhost:21001
+
+Each answer shows how many visual tokens the projector produced and the time to first token
+(``delta`` gives 144 visual tokens per 336-px image where ``mlp2x_gelu`` gives 576). Bad input
+(a file that is not an image, an empty message, a prompt longer than the context, a worker that
+dies mid-answer) gets a message saying exactly that, in the chat and as a toast, and the app keeps
+working. Requests beyond ``--concurrency-count`` wait in gradio's queue. The template comes from
+the checkpoint's config (``conv_mode``; in controller mode, the worker's status) or
+``--conv-mode``, never from the model's name. Binds 127.0.0.1 unless ``--host`` says otherwise.
+
+``--preload-example`` starts the page with an example image already asked about and answered (for
+screenshots and smoke tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # an offline demo makes no telemetry calls
+
+import gradio as gr  # noqa: E402
+import requests  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from llava.constants import DEFAULT_IMAGE_TOKEN  # noqa: E402
+from llava.conversation import Conversation, conv_templates  # noqa: E402
+from llava.serve.examples import default_examples_dir, example_images  # noqa: E402
+from llava.serve.inference import (  # noqa: E402
+    FALLBACK_CONV_MODE,
+    ChatModel,
+    RequestError,
+    default_device,
+    open_image,
+    stats_line,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Upstream's hard cut-offs on one message (characters), with and without an image.
+MAX_TEXT_WITH_IMAGE = 1200
+MAX_TEXT = 1536
+IMAGE_PROCESS_MODES = ["Crop", "Resize", "Pad", "Default"]
+#: Longer side of the copy of an uploaded image shown in the chat.
+DISPLAY_SIDE = 512
+CSS = """
+#buttons button { min-width: min(120px, 100%); }
+#notice { min-height: 1.5em; }
+"""
+
+
+# ------------------------------------------------------------------------------ backends
+
+
+@dataclasses.dataclass
+class Chunk:
+    """One step of a streamed answer: the answer so far, or what went wrong."""
+
+    text: str = ""
+    error: str | None = None
+    error_code: int = 0
+    visual_tokens: int | None = None
+    projector: str | None = None
+    time_to_first_token: float | None = None
+
+
+class LocalBackend:
+    """The model in this process (``--model-path``)."""
+
+    def __init__(self, chat: ChatModel):
+        self.chat = chat
+
+    def describe(self) -> str:
+        c = self.chat
+        visual = f"{c.visual_tokens_per_image} visual tokens per image (projector `{c.projector_type}`)" \
+            if c.is_multimodal else "text only"
+        return f"`{c.model_name}` · template `{c.conv_mode}` · {visual} · context {c.context_len}"
+
+    def list_models(self) -> list[str]:
+        return [self.chat.model_name]
+
+    def new_conversation(self, model_name: str) -> Conversation:
+        return self.chat.new_conversation()
+
+    def stream(self, model_name: str, conv: Conversation, temperature: float, top_p: float,
+               max_new_tokens: int) -> Iterator[Chunk]:
+        try:
+            updates = self.chat.stream(conv.get_prompt(), conv.get_images(return_pil=True), temperature=temperature,
+                                       top_p=top_p, max_new_tokens=max_new_tokens, stop=conv.stop_str)
+            for update in updates:
+                yield Chunk(update.text, visual_tokens=update.visual_tokens, projector=self.chat.projector_type,
+                            time_to_first_token=update.time_to_first_token)
+        except RequestError as err:
+            yield Chunk(error=str(err), error_code=1)
+        except Exception as err:  # noqa: BLE001 - the demo stays up and says what broke
+            logger.exception("Generation failed")
+            yield Chunk(error=f"Generation failed: {type(err).__name__}: {err}", error_code=1)
+
+
+class ControllerBackend:
+    """Models served by workers behind a controller (``--controller-url``), as upstream's demo.
+
+    Args:
+        controller_url: the controller's URL.
+        conv_mode: template for workers that do not report one (upstream's workers).
+        read_timeout: seconds to wait between two chunks of a worker's stream.
+    """
+
+    def __init__(self, controller_url: str, conv_mode: str | None = None, read_timeout: float = 600.0):
+        self.controller_url = controller_url.rstrip("/")
+        self.conv_mode = conv_mode
+        self.read_timeout = read_timeout
+        self._conv_modes: dict[str, str] = {}
+
+    def describe(self) -> str:
+        return f"models served by the workers of controller `{self.controller_url}`"
+
+    def _post(self, path: str, **kwargs) -> requests.Response:
+        try:
+            response = requests.post(self.controller_url + path, timeout=10, **kwargs)
+        except requests.RequestException as err:
+            raise RequestError(f"Controller {self.controller_url} is unreachable: {err}") from err
+        if response.status_code != 200:
+            raise RequestError(f"Controller {self.controller_url}{path} answered HTTP {response.status_code}")
+        return response
+
+    def list_models(self) -> list[str]:
+        """Asks the controller to refresh its workers, then lists their models.
+
+        Raises:
+            RequestError: the controller cannot be reached.
+        """
+        self._post("/refresh_all_workers")
+        return sorted(self._post("/list_models").json()["models"])
+
+    def _worker_address(self, model_name: str) -> str:
+        address = self._post("/get_worker_address", json={"model": model_name}).json()["address"]
+        if not address:
+            raise RequestError(f"No worker serves model {model_name!r} (controller {self.controller_url}); "
+                               f"start one with python -m llava.serve.model_worker")
+        return address
+
+    def new_conversation(self, model_name: str) -> Conversation:
+        """The worker's template (its ``conv_mode`` status), else ``--conv-mode``, else vicuna_v1."""
+        if model_name not in self._conv_modes:
+            conv_mode = None
+            try:
+                address = self._worker_address(model_name)
+                status = requests.post(address + "/worker_get_status", timeout=10).json()
+                conv_mode = status.get("conv_mode")
+            except (RequestError, requests.RequestException, ValueError) as err:
+                logger.warning("Could not read the template of %s from its worker: %s", model_name, err)
+            conv_mode = self.conv_mode or conv_mode
+            if conv_mode is None:
+                logger.warning("The worker for %s reports no conv_mode and --conv-mode is not set: using %s",
+                               model_name, FALLBACK_CONV_MODE)
+                conv_mode = FALLBACK_CONV_MODE
+            if conv_mode not in conv_templates:
+                raise RequestError(f"Unknown conversation template {conv_mode!r} for {model_name}")
+            self._conv_modes[model_name] = conv_mode
+        return conv_templates[self._conv_modes[model_name]].copy()
+
+    def stream(self, model_name: str, conv: Conversation, temperature: float, top_p: float,
+               max_new_tokens: int) -> Iterator[Chunk]:
+        try:
+            address = self._worker_address(model_name)
+        except RequestError as err:
+            yield Chunk(error=str(err), error_code=2)
+            return
+        prompt = conv.get_prompt()
+        payload = {"model": model_name, "prompt": prompt, "temperature": float(temperature), "top_p": float(top_p),
+                   "max_new_tokens": min(int(max_new_tokens), 1536), "stop": conv.stop_str,
+                   "images": conv.get_images(return_pil=False)}
+        received = False
+        try:
+            with requests.post(address + "/worker_generate_stream", json=payload, stream=True,
+                               timeout=(5, self.read_timeout)) as response:
+                if response.status_code != 200:
+                    yield Chunk(error=f"Worker {address} for model {model_name} answered HTTP "
+                                      f"{response.status_code}: {response.text[:200]}", error_code=3)
+                    return
+                for raw in response.iter_lines(decode_unicode=False, delimiter=b"\0"):
+                    if not raw:
+                        continue
+                    received = True
+                    try:
+                        data = json.loads(raw.decode())
+                    except ValueError:
+                        yield Chunk(error=f"Worker {address} sent data that is not JSON: {raw[:100]!r}", error_code=3)
+                        return
+                    if data.get("error_code", 0) != 0:
+                        yield Chunk(error=data.get("text", "unknown error"), error_code=int(data["error_code"]))
+                        return
+                    yield Chunk(data["text"][len(prompt):].strip(), visual_tokens=data.get("visual_tokens"),
+                                projector=data.get("projector"), time_to_first_token=data.get("time_to_first_token"))
+        except requests.RequestException as err:
+            what = "stopped mid-answer" if received else "is unreachable"
+            yield Chunk(error=f"Worker {address} for model {model_name} {what}: {err}", error_code=3)
+            return
+        if not received:
+            yield Chunk(error=f"Worker {address} for model {model_name} closed the stream without answering",
+                        error_code=3)
+
+
+# ------------------------------------------------------------------------------ session state
+
+
+@dataclasses.dataclass
+class ChatSession:
+    """Per-browser-tab state: the conversation plus what the chat shows beside it.
+
+    Attributes:
+        conv: the conversation sent to the model (None before the first message).
+        model_name: the model ``conv`` was started for.
+        image_paths: message index -> display copy of the image attached to that user turn.
+        stats: message index -> "visual tokens: ... · time to first token: ..." of that answer.
+        failed: a turn that got an error instead of an answer, ``(user message, error)``; it is
+            kept out of ``conv`` (so the next request is unaffected) and shown until the next one.
+        skip_next: the last add_text was rejected, so the bot does nothing.
+    """
+
+    conv: Conversation | None = None
+    model_name: str | None = None
+    image_paths: dict[int, str] = dataclasses.field(default_factory=dict)
+    stats: dict[int, str] = dataclasses.field(default_factory=dict)
+    failed: tuple[Any, str, str | None] | None = None
+    skip_next: bool = False
+
+
+def _user_text(message: Any) -> str:
+    text = message[0] if isinstance(message, tuple) else message
+    return text.replace(DEFAULT_IMAGE_TOKEN, "").strip()
+
+
+def to_chatbot(session: ChatSession | None) -> list[dict]:
+    """The session as gr.Chatbot messages: an attached image first, then the text; stats after answers."""
+    if session is None or session.conv is None:
+        return []
+    conv, messages = session.conv, []
+
+    def user(message: Any, image_path: str | None) -> None:
+        content: list = [{"path": image_path}] if image_path else []
+        content.append(_user_text(message) or " ")
+        messages.append({"role": "user", "content": content})
+
+    for i in range(conv.offset, len(conv.messages)):
+        _, message = conv.messages[i]
+        if (i - conv.offset) % 2 == 0:
+            user(message, session.image_paths.get(i))
+        elif message is None:
+            continue
+        else:
+            text = message or ("(the model ended its answer without any text)" if i in session.stats else "…")
+            if i in session.stats:
+                text += f"\n\n*{session.stats[i]}*"
+            messages.append({"role": "assistant", "content": text})
+    if session.failed is not None:
+        message, error, image_path = session.failed
+        user(message, image_path)
+        messages.append({"role": "assistant", "content": f"⚠ {error}"})
+    return messages
+
+
+# ------------------------------------------------------------------------------ the app
+
+
+class DemoApp:
+    """The demo's event handlers over a backend; ``build()`` lays out the page.
+
+    Args:
+        backend: LocalBackend or ControllerBackend.
+        examples: ``[(image path, question)]`` for gr.Examples.
+        upload_dir: where display copies of uploaded images go (must be in launch's allowed_paths).
+        model_list_mode: "once" (list at start) or "reload" (on every page load), as upstream.
+    """
+
+    def __init__(self, backend, examples: list[tuple[str, str]] | None = None, upload_dir: str | None = None,
+                 model_list_mode: str = "once"):
+        if model_list_mode not in ("once", "reload"):
+            raise ValueError(f"Unknown model list mode {model_list_mode!r}; known: ['once', 'reload']")
+        self.backend = backend
+        self.examples = examples or []
+        self.upload_dir = Path(upload_dir or tempfile.mkdtemp(prefix="llava_serve_uploads_"))
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        self.model_list_mode = model_list_mode
+        self.models, self.startup_error = self._list_models()
+
+    def _list_models(self) -> tuple[list[str], str]:
+        try:
+            return self.backend.list_models(), ""
+        except RequestError as err:
+            logger.warning("%s", err)
+            return [], str(err)
+
+    # -------------------------------------------------------------- helpers
+
+    def _display_copy(self, image: Image.Image) -> str:
+        """A small PNG copy of an uploaded image for the chat, named by its content."""
+        digest = hashlib.md5(image.tobytes()).hexdigest()[:16]
+        path = self.upload_dir / f"{digest}.png"
+        if not path.is_file():
+            thumb = image.copy()
+            thumb.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
+            tmp = path.with_suffix(".tmp.png")
+            thumb.save(tmp)
+            tmp.replace(path)
+        return str(path)
+
+    @staticmethod
+    def _load_upload(payload: Any) -> Image.Image | None:
+        """The image from gr.Image's raw payload (preprocess is off so a bad file gets our message)."""
+        if payload is None:
+            return None
+        if isinstance(payload, Image.Image):
+            return payload
+        if isinstance(payload, str):
+            payload = {"path": payload}
+        name = payload.get("orig_name") or Path(payload.get("path") or "upload").name
+        path, url = payload.get("path"), payload.get("url") or ""
+        if path:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as err:
+                raise RequestError(f"The uploaded file {name} could not be read: {err}") from err
+        elif url.startswith("data:") and "," in url:
+            data = base64.b64decode(url.split(",", 1)[1])
+        else:
+            raise RequestError(f"The upload {name} has no file")
+        return open_image(data, name=name)
+
+    @staticmethod
+    def _warn(message: str) -> str:
+        gr.Warning(message)
+        return f"⚠ {message}"
+
+    # -------------------------------------------------------------- events
+
+    def add_text(self, session: ChatSession | None, text: str | None, image_payload: Any, image_process_mode: str,
+                 model_name: str | None):
+        """Adds the user's turn. Returns (session, chatbot, textbox, imagebox, notice)."""
+        session = session if session is not None else ChatSession()
+        text = (text or "").strip()
+        image_process_mode = image_process_mode if image_process_mode in IMAGE_PROCESS_MODES else "Default"
+        session.skip_next = True
+        if not model_name:
+            notice = self._warn("No model to answer: " + (self.startup_error or "no worker has registered a model yet"))
+            return session, to_chatbot(session), text, gr.skip(), notice
+        try:
+            image = self._load_upload(image_payload)
+        except RequestError as err:
+            return session, to_chatbot(session), text, None, self._warn(str(err))
+        if not text:
+            what = "type a question about the image" if image is not None else "type a message"
+            return session, to_chatbot(session), "", gr.skip(), self._warn(f"Empty message: {what}")
+
+        if session.failed is not None:
+            failed_message = session.failed[0]
+            session.failed = None
+            if image is None and isinstance(failed_message, tuple):
+                image, image_process_mode = failed_message[1], failed_message[2]  # keep the image of a failed turn
+        if session.conv is None or session.model_name != model_name:
+            try:
+                session.conv = self.backend.new_conversation(model_name)
+            except RequestError as err:
+                return session, to_chatbot(session), text, gr.skip(), self._warn(str(err))
+            session.model_name, session.image_paths, session.stats = model_name, {}, {}
+        conv = session.conv
+        if image is not None:
+            text = text[:MAX_TEXT_WITH_IMAGE]
+            if conv.get_images(return_pil=True):  # one image per conversation, as upstream
+                session.conv = conv = self.backend.new_conversation(model_name)
+                session.image_paths, session.stats = {}, {}
+                gr.Info("A new image starts a new conversation")
+            if DEFAULT_IMAGE_TOKEN not in text:
+                text = text + "\n" + DEFAULT_IMAGE_TOKEN
+            session.image_paths[len(conv.messages)] = self._display_copy(image)
+            message: Any = (text, image, image_process_mode)
+        else:
+            message = text[:MAX_TEXT]
+        conv.append_message(conv.roles[0], message)
+        conv.append_message(conv.roles[1], None)
+        session.skip_next = False
+        return session, to_chatbot(session), "", None, ""
+
+    def bot(self, session: ChatSession | None, model_name: str | None, temperature: float, top_p: float,
+            max_new_tokens: float):
+        """Streams the answer to the pending turn. Yields (session, chatbot, notice)."""
+        if session is None or session.skip_next or session.conv is None or not session.conv.messages \
+                or session.conv.messages[-1][1] is not None:
+            yield session, to_chatbot(session), gr.skip()
+            return
+        conv = session.conv
+        index = len(conv.messages) - 1
+        session.stats.pop(index, None)
+        conv.messages[-1][-1] = ""
+        yield session, to_chatbot(session), ""
+        start, first, last = time.perf_counter(), None, Chunk()
+        for chunk in self.backend.stream(session.model_name or model_name, conv, temperature, top_p,
+                                         int(max_new_tokens)):
+            if chunk.error is not None:
+                user_message = conv.messages[-2][1]
+                image_path = session.image_paths.pop(index - 1, None)
+                del conv.messages[-2:]  # the turn never happened for the model; it is shown as failed
+                text = f"{chunk.error} (error_code: {chunk.error_code})"
+                session.failed = (user_message, text, image_path)
+                gr.Warning(chunk.error)
+                yield session, to_chatbot(session), f"⚠ {text}"
+                return
+            if chunk.text and first is None:
+                first = time.perf_counter() - start
+            last = chunk
+            conv.messages[-1][-1] = chunk.text
+            yield session, to_chatbot(session), gr.skip()
+        # The model's own time to first token when the backend reports it (upstream workers do not).
+        ttft = last.time_to_first_token if last.time_to_first_token is not None else first
+        session.stats[index] = stats_line(last.visual_tokens, last.projector, ttft)
+        yield session, to_chatbot(session), session.stats[index]
+
+    def regenerate(self, session: ChatSession | None, image_process_mode: str):
+        """Drops the last answer (or the failed turn's error) so the bot answers again."""
+        if session is None or session.conv is None:
+            return session, to_chatbot(session), self._warn("Nothing to regenerate yet")
+        conv = session.conv
+        if session.failed is not None:
+            message, _, image_path = session.failed
+            session.failed = None
+            if image_path:
+                session.image_paths[len(conv.messages)] = image_path
+            conv.append_message(conv.roles[0], message)
+            conv.append_message(conv.roles[1], None)
+        elif len(conv.messages) >= conv.offset + 2 and conv.messages[-1][1] is not None:
+            conv.messages[-1][-1] = None
+            session.stats.pop(len(conv.messages) - 1, None)
+        else:
+            return session, to_chatbot(session), self._warn("Nothing to regenerate yet")
+        previous = conv.messages[-2][1]
+        if isinstance(previous, tuple) and image_process_mode in IMAGE_PROCESS_MODES:
+            conv.messages[-2][1] = (previous[0], previous[1], image_process_mode)
+        session.skip_next = False
+        return session, to_chatbot(session), ""
+
+    def clear(self):
+        """A fresh conversation. Returns (session, chatbot, textbox, imagebox, notice)."""
+        return ChatSession(), [], "", None, ""
+
+    def refresh_models(self):
+        models, error = self._list_models()
+        self.models, self.startup_error = models, error
+        return gr.Dropdown(choices=models, value=models[0] if models else None), (f"⚠ {error}" if error else "")
+
+    def preload(self, question: str | None = None, temperature: float = 0.0, max_new_tokens: int = 64) -> ChatSession:
+        """A session whose first turn (the first example image and ``question``) is already answered."""
+        if not self.examples or not self.models:
+            raise ValueError("--preload-example needs example images and a model")
+        image_path, default_question = self.examples[0]
+        payload = {"path": image_path, "orig_name": Path(image_path).name}
+        session, *_ = self.add_text(None, question or default_question, payload, "Default", self.models[0])
+        for session, *_ in self.bot(session, self.models[0], temperature, 0.7, max_new_tokens):
+            pass
+        if session.failed is not None:
+            raise RuntimeError(f"The preloaded example failed: {session.failed[1]}")
+        return session
+
+    def build(self, title: str = "Delta-LLaVA", preload_session: ChatSession | None = None) -> gr.Blocks:
+        """Lays out the page and wires the events (API names: add_text, bot, regenerate, clear)."""
+        with gr.Blocks(title=title) as demo:
+            session = gr.State(value=preload_session or ChatSession())
+            gr.Markdown(f"## {title}\n{self.backend.describe()}")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    model_selector = gr.Dropdown(choices=self.models, value=self.models[0] if self.models else None,
+                                                 interactive=len(self.models) > 1 or self.model_list_mode == "reload",
+                                                 show_label=False, container=False)
+                    imagebox = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=300)
+                    image_process_mode = gr.Radio(IMAGE_PROCESS_MODES, value="Default",
+                                                  label="Preprocess for non-square image")
+                    textbox = gr.Textbox(show_label=False, placeholder="Ask about the image and press Enter",
+                                         container=False, render=False)
+                    if self.examples:
+                        gr.Examples(examples=[[path, question] for path, question in self.examples],
+                                    inputs=[imagebox, textbox], label="Examples")
+                    with gr.Accordion("Parameters", open=False):
+                        temperature = gr.Slider(0.0, 1.0, value=0.2, step=0.1, label="Temperature")
+                        top_p = gr.Slider(0.0, 1.0, value=0.7, step=0.1, label="Top P")
+                        max_output_tokens = gr.Slider(1, 1024, value=512, step=1, label="Max output tokens")
+                with gr.Column(scale=8):
+                    chatbot = gr.Chatbot(value=to_chatbot(preload_session), elem_id="chatbot",
+                                         label="Delta-LLaVA chatbot", height=520, buttons=["copy"])
+                    with gr.Row():
+                        with gr.Column(scale=8):
+                            textbox.render()
+                        with gr.Column(scale=1, min_width=80):
+                            submit_btn = gr.Button("Send", variant="primary")
+                    notice = gr.Markdown(self.startup_error and f"⚠ {self.startup_error}", elem_id="notice")
+                    with gr.Row(elem_id="buttons"):
+                        regenerate_btn = gr.Button("Regenerate")
+                        clear_btn = gr.Button("Clear")
+
+            add_inputs = [session, textbox, imagebox, image_process_mode, model_selector]
+            add_outputs = [session, chatbot, textbox, imagebox, notice]
+            bot_inputs = [session, model_selector, temperature, top_p, max_output_tokens]
+            bot_outputs = [session, chatbot, notice]
+            for i, trigger in enumerate((submit_btn.click, textbox.submit)):
+                trigger(self.add_text, add_inputs, add_outputs, preprocess=False, show_progress="hidden",
+                        api_name="add_text" if i == 0 else None,
+                        api_visibility="public" if i == 0 else "private").then(
+                    self.bot, bot_inputs, bot_outputs, api_name="bot" if i == 0 else None,
+                    api_visibility="public" if i == 0 else "private")
+            regenerate_btn.click(self.regenerate, [session, image_process_mode], bot_outputs,
+                                 api_name="regenerate").then(self.bot, bot_inputs, bot_outputs,
+                                                             api_visibility="private")
+            clear_btn.click(self.clear, None, add_outputs, api_name="clear")
+            if self.model_list_mode == "reload":
+                demo.load(self.refresh_models, None, [model_selector, notice])
+        return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, concurrency_count: int = 16,
+           allowed_paths: list[str] | None = None, share: bool = False, block: bool = True, quiet: bool = False):
+    """Queues (requests beyond ``concurrency_count`` wait) and serves the demo."""
+    demo.queue(default_concurrency_limit=concurrency_count)
+    return demo.launch(server_name=host, server_port=port, share=share, allowed_paths=allowed_paths or [],
+                       prevent_thread_lock=not block, quiet=quiet, show_error=True, ssr_mode=False,
+                       footer_links=["api"], theme=gr.themes.Default(), css=CSS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Delta-LLaVA web demo (gradio).")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (upstream: 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--model-path", default=None, help="serve this checkpoint in-process (no controller)")
+    parser.add_argument("--model-base", default=None)
+    parser.add_argument("--model-name", default=None)
+    parser.add_argument("--device", default=None, help="cuda, cpu, mps (default: cuda if available)")
+    parser.add_argument("--load-8bit", action="store_true")
+    parser.add_argument("--load-4bit", action="store_true")
+    parser.add_argument("--conv-mode", default=None, help="template (default: the checkpoint config's conv_mode)")
+    parser.add_argument("--controller-url", default="http://localhost:21001",
+                        help="used without --model-path: upstream's controller + workers")
+    parser.add_argument("--concurrency-count", type=int, default=16, help="answers generated at once; more wait")
+    parser.add_argument("--model-list-mode", choices=["once", "reload"], default="once")
+    parser.add_argument("--examples-dir", default=None, help="where the example images are drawn")
+    parser.add_argument("--preload-example", nargs="?", const="", default=None, metavar="QUESTION",
+                        help="start with the first example image asked about and answered")
+    parser.add_argument("--share", action="store_true", help="gradio share link (needs network)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.model_path:
+        backend = LocalBackend(ChatModel.from_pretrained(args.model_path, args.model_base, args.model_name,
+                                                         args.load_8bit, args.load_4bit,
+                                                         device=args.device or default_device(),
+                                                         conv_mode=args.conv_mode))
+    else:
+        backend = ControllerBackend(args.controller_url, conv_mode=args.conv_mode)
+    examples_dir = Path(args.examples_dir) if args.examples_dir else default_examples_dir()
+    app = DemoApp(backend, example_images(examples_dir), model_list_mode=args.model_list_mode)
+    preload = app.preload(args.preload_example or None) if args.preload_example is not None else None
+    demo = app.build(preload_session=preload)
+    launch(demo, args.host, args.port, args.concurrency_count, [str(examples_dir), str(app.upload_dir)], args.share)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""``python -m llava.serve.cli``: a streamed, multi-turn chat about one image; EOF ends it cleanly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from llava.serve import cli
+
+
+def test_cli_chats_about_an_image_until_eof(tiny_checkpoint, image_file):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "llava.serve.cli", "--model-path", tiny_checkpoint, "--image-file", str(image_file),
+         "--device", "cpu", "--temperature", "0", "--max-new-tokens", "5"],
+        input="What is in the image?\n<image> twice?\nAnd its color?\n", capture_output=True, text=True,
+        timeout=180, env=env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("ASSISTANT: ") == 2 and out.rstrip().endswith("exit...")  # two turns, then EOF
+    answers = [line.split("ASSISTANT: ", 1)[1] for line in out.splitlines() if "ASSISTANT: " in line]
+    assert all(a.strip() for a in answers)
+    assert result.stderr.count("visual tokens: 4 (projector delta)") == 2
+    assert "remove '<image>' from the message" in result.stderr
+
+
+def test_cli_rejects_a_file_that_is_not_an_image(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    assert cli.main(["--model-path", str(tmp_path), "--image-file", str(notes), "--device", "cpu"]) == 2
+    assert "The uploaded file is not an image" in capsys.readouterr().err

@@ -1,0 +1,117 @@
+"""The gradio demo, in-process and in controller mode: answers, specific errors, queueing."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from llava.serve.controller import Controller, create_app
+from llava.serve.examples import example_images
+from llava.serve.gradio_web_server import ControllerBackend, DemoApp, LocalBackend, launch
+from tests.serve.conftest import DyingWorker, ServerThread, free_port
+
+STATS = "visual tokens: 4 (projector delta) · time to first token: "
+
+
+@pytest.fixture(scope="module")
+def demo(chat_model, tmp_path_factory):
+    """The one-command demo (model in this process) on a free 127.0.0.1 port; 4 answers at a time."""
+    examples_dir = tmp_path_factory.mktemp("examples")
+    app = DemoApp(LocalBackend(chat_model), example_images(examples_dir, image_size=112))
+    blocks = app.build()
+    launch(blocks, port=free_port(), concurrency_count=4, allowed_paths=[str(examples_dir), str(app.upload_dir)],
+           block=False, quiet=True)
+    assert blocks.local_url.startswith("http://127.0.0.1:")
+    yield blocks, app
+    blocks.close()
+
+
+def _ask(client: Client, model: str, text: str, image, max_tokens: int = 6):
+    """One turn through the UI's own events: add_text, then the streaming bot. Returns (chat, notice)."""
+    upload = handle_file(str(image)) if image is not None else None
+    _, _, _, notice = client.predict(text, upload, "Default", model, api_name="/add_text")
+    chat, bot_notice = client.predict(model, 0.0, 0.7, max_tokens, api_name="/bot")
+    return chat, notice or (bot_notice if isinstance(bot_notice, str) else "")
+
+
+def _last_text(chat) -> str:
+    return chat[-1]["content"][-1]["text"]
+
+
+def test_demo_answers_through_gradio_client(demo, chat_model, image_file):
+    client = Client(demo[0].local_url, verbose=False)
+    chat, notice = _ask(client, chat_model.model_name, "What is in the image?", image_file)
+    assert [m["role"] for m in chat] == ["user", "assistant"]
+    assert chat[0]["content"][0]["type"] == "file" and chat[0]["content"][1]["text"] == "What is in the image?"
+    answer = _last_text(chat)
+    assert STATS in answer and answer.split("\n\n")[0].strip()
+    assert notice.startswith(STATS)
+    # a follow-up turn is about the same image; regenerate replaces the last answer; clear empties the chat
+    chat, _ = _ask(client, chat_model.model_name, "And its color?", None)
+    assert len(chat) == 4 and STATS in _last_text(chat)
+    client.predict("Default", api_name="/regenerate")
+    chat, _ = client.predict(chat_model.model_name, 0.0, 0.7, 6, api_name="/bot")
+    assert len(chat) == 4 and STATS in _last_text(chat)
+    assert client.predict(api_name="/clear")[0] == []
+
+
+def test_bad_input_gets_a_specific_message_and_the_app_keeps_working(demo, chat_model, image_file, tmp_path):
+    client, model = Client(demo[0].local_url, verbose=False), chat_model.model_name
+    notes = tmp_path / "notes.txt"
+    notes.write_text("this is not an image")
+    chat, notice = _ask(client, model, "What is in the image?", notes)
+    assert chat == [] and "The uploaded file is not an image (notes.txt)" in notice
+    chat, notice = _ask(client, model, "   ", image_file)
+    assert chat == [] and notice == "⚠ Empty message: type a question about the image"
+    chat, notice = _ask(client, model, "word " * 600, image_file)
+    assert "Prompt too long" in notice and "Prompt too long" in _last_text(chat) and "error_code: 1" in notice
+    chat, notice = _ask(client, model, "What is in the image?", None)
+    assert notice.startswith(STATS) and len(chat) == 2  # the failed turn's image was kept: 4 visual tokens
+    chat, notice = _ask(client, model, "What about <image>?", None)
+    assert "Number of images does not match number of <image> tokens in prompt: 2 tags, 1 image" in notice
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (3000, 2000), "green").save(huge)
+    chat, notice = _ask(client, model, "What is in the image?", huge)
+    assert notice.startswith(STATS) and len(chat) == 2  # shrunk as upstream; a new image, a new conversation
+
+
+def test_eight_concurrent_users_all_get_answers(demo, chat_model, image_file):
+    url, model = demo[0].local_url, chat_model.model_name
+
+    def user(i: int) -> str:
+        chat, _ = _ask(Client(url, verbose=False), model, f"Question {i}: what is in the image?", image_file, 8)
+        return _last_text(chat)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(user, range(8)))  # 8 users, 4 answered at a time: the rest queue
+    assert all(STATS in a for a in answers)
+
+
+def test_controller_mode_uses_workers_and_reports_a_worker_dying_mid_answer(worker_server, chat_model, image_file):
+    controller = Controller()
+    with ServerThread(create_app(controller)) as server, DyingWorker() as dying:
+        controller.register_worker(worker_server.url, True, None)
+        app = DemoApp(ControllerBackend(server.url))
+        assert app.models == [chat_model.model_name]
+        session, _, _, _, notice = app.add_text(None, "What is in the image?", str(image_file), "Default",
+                                                chat_model.model_name)
+        assert session.conv.version == "v1" and notice == ""  # vicuna_v1, read from the worker's status
+        *_, (session, chat, notice) = app.bot(session, chat_model.model_name, 0.0, 0.7, 6)
+        assert notice.startswith(STATS) and STATS in chat[-1]["content"]
+
+        controller.register_worker(dying.url, True, {"model_names": ["fragile"], "speed": 1, "queue_length": 0,
+                                                     "conv_mode": "vicuna_v1"})
+        session, *_ = app.add_text(None, "What is in the image?", str(image_file), "Default", "fragile")
+        with pytest.warns(UserWarning, match="stopped mid-answer"):  # gr.Warning outside a request
+            *_, (session, chat, notice) = app.bot(session, "fragile", 0.0, 0.7, 6)
+        assert f"Worker {dying.url} for model fragile stopped mid-answer" in notice and "(error_code: 3)" in notice
+        # the failed turn is kept out of the conversation: the next request to a live model works
+        session, *_ = app.add_text(None, "What is in the image?", str(image_file), "Default", chat_model.model_name)
+        *_, (session, chat, notice) = app.bot(session, chat_model.model_name, 0.0, 0.7, 6)
+        assert notice.startswith(STATS)
+
+    unreachable = DemoApp(ControllerBackend(f"http://127.0.0.1:{free_port()}"))
+    assert unreachable.models == [] and "is unreachable" in unreachable.startup_error

@@ -1,0 +1,12 @@
+"""Upstream's launcher entry: ``deepspeed llava/train/train_mem.py ...``.
+
+Upstream hard-codes flash-attention 2 (and fails where flash-attn does not build). Here flash
+attention 2 is used when ``flash_attn`` imports and CUDA is present, else PyTorch's SDPA (which
+runs flash kernels on recent GPUs anyway).
+"""
+
+from llava.model.attention import select_attn_implementation
+from llava.train.train import train
+
+if __name__ == "__main__":
+    train(attn_implementation=select_attn_implementation())

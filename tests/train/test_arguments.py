@@ -1,0 +1,141 @@
+"""The training command line: upstream's names, transformers-5 aliases, and every recipe's arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llava.train.arguments import ARGUMENT_CLASSES, TrainingArguments, make_parser, parse_arguments
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_ENTRY = re.compile(r"(llava/train/train(?:_mem)?\.py|-m\s+llava\.train\.train(?:_mem)?)")
+
+
+def training_recipes() -> list[Path]:
+    """Every shell script under scripts/ that launches training (scripts/v1_5/eval/ belongs to eval)."""
+    scripts = sorted(REPO.glob("scripts/*.sh")) + sorted(REPO.glob("scripts/v1_5/*.sh"))
+    return [p for p in scripts if TRAIN_ENTRY.search(p.read_text())]
+
+
+def recipe_arguments(script: Path) -> list[str]:
+    """The training arguments of a recipe, expanded by bash as it would (variables with defaults,
+    quotes), without running anything else of the script."""
+    text = script.read_text().replace("\\\n", " ")
+    assignments = [line for line in text.splitlines() if re.match(r"^\s*(export\s+)?[A-Za-z_][A-Za-z0-9_]*=", line)]
+    commands = [line for line in text.splitlines() if TRAIN_ENTRY.search(line) and not line.lstrip().startswith("#")]
+    assert len(commands) == 1, f"{script}: expected one training command, found {len(commands)}"
+    tail = TRAIN_ENTRY.split(commands[0], maxsplit=1)[-1]
+    program = "\n".join(assignments + [f"printf '%s\\0' {tail}"])
+    out = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True, cwd=REPO,
+                         env={"PATH": "/usr/bin:/bin"})
+    return [a for a in out.stdout.split("\0") if a]
+
+
+def build_offline(argv: list[str]):
+    """Parses with the real parser (unknown arguments and bad values fail), then builds the three
+    dataclasses. Hardware-bound settings a CPU machine rejects (tf32, the DeepSpeed launch) are
+    checked separately and left out of the TrainingArguments built here."""
+    namespace = make_parser().parse_args(argv)
+    built = []
+    for cls in ARGUMENT_CLASSES:
+        values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls) if f.init}
+        if cls is TrainingArguments:
+            if values["deepspeed"]:
+                config = REPO / values["deepspeed"]
+                assert config.is_file(), f"DeepSpeed config {config} is missing"
+                json.loads(config.read_text())
+            values.update(deepspeed=None, tf32=None, use_cpu=True, report_to="none")
+        built.append(cls(**values))
+    return built
+
+
+def test_recipes_exist():
+    names = {p.name for p in training_recipes()}
+    assert {"pretrain.sh", "finetune.sh", "finetune_lora.sh", "pretrain_delta.sh", "finetune_delta.sh",
+            "finetune_lora_delta.sh"} <= names
+
+
+@pytest.mark.parametrize("script", training_recipes(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_recipe_argument_parses(script):
+    argv = recipe_arguments(script)
+    model_args, data_args, training_args = build_offline(argv)
+    assert model_args.mm_vision_select_layer == -2 and not model_args.mm_use_im_start_end
+    assert training_args.model_max_length == 2048 and training_args.activation_checkpointing
+    assert training_args.warmup_steps == pytest.approx(0.03)  # --warmup_ratio 0.03
+    assert training_args.eval_strategy == "no"  # --evaluation_strategy "no"
+    assert training_args.bf16 and "--tf32" in argv
+    if "delta" in script.name:
+        assert model_args.mm_projector_type == "delta" and model_args.scale_factor == 2
+    pretrain = "pretrain" in script.name
+    assert model_args.tune_mm_mlp_adapter == pretrain
+    assert model_args.version == ("plain" if pretrain else "v1")
+    assert argv[argv.index("--deepspeed") + 1].endswith("zero2.json" if pretrain else "zero3.json")
+    if "lora" in script.name:
+        assert training_args.lora_enable and training_args.learning_rate == 2e-4
+        assert training_args.lora_r == 128 and training_args.mm_projector_lr == 2e-5
+    elif pretrain:  # the paper's stage 1: 32 x 8 GPUs = 256, lr 1e-3
+        assert training_args.learning_rate == 1e-3 and training_args.per_device_train_batch_size == 32
+    else:  # stage 2: 16 x 8 = 128, lr 2e-5, pad, modality grouping
+        assert training_args.learning_rate == 2e-5 and training_args.per_device_train_batch_size == 16
+        assert data_args.image_aspect_ratio == "pad" and training_args.group_by_modality_length
+
+
+def test_recipe_multinode_hostfile_reaches_the_launcher(tmp_path):
+    """HOSTFILE=... puts --hostfile before the script, as `deepspeed --hostfile` expects."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "deepspeed").write_text("#!/bin/bash\nprintf '%s\\n' \"$@\" > \"$ARGS_OUT\"\n")
+    (fake / "deepspeed").chmod(0o755)
+    out = tmp_path / "args.txt"
+    subprocess.run(["bash", "scripts/v1_5/finetune_delta.sh"], cwd=REPO, check=True,
+                   env={"PATH": f"{fake}:/usr/bin:/bin", "HOSTFILE": "scripts/hostfile.example", "ARGS_OUT": str(out)})
+    argv = out.read_text().splitlines()
+    assert argv[:3] == ["--hostfile", "scripts/hostfile.example", "llava/train/train_mem.py"]
+    build_offline(argv[3:])
+
+
+def test_aliases_and_upstream_defaults(tmp_path):
+    model_args, data_args, training_args = parse_arguments([
+        "--output_dir", str(tmp_path), "--evaluation_strategy", "steps", "--warmup_ratio", "0.1", "--use_cpu", "True",
+        "--report_to", "none"])
+    assert training_args.eval_strategy == "steps" and training_args.warmup_steps == pytest.approx(0.1)
+    assert training_args.optim == "adamw_torch" and training_args.remove_unused_columns is False
+    assert training_args.model_max_length == 512 and training_args.bits == 16 and training_args.lora_r == 64
+    assert model_args.mm_use_im_patch_token is True and model_args.mm_vision_select_layer == -1  # upstream's
+    assert model_args.scale_factor is None  # None: the LlavaConfig default applies
+    assert data_args.skip_bad_samples is False and data_args.image_aspect_ratio == "square"
+    _, _, training_args = parse_arguments(["--output_dir", str(tmp_path), "--eval_strategy", "no", "--use_cpu",
+                                           "True", "--report_to", "none"])
+    assert training_args.eval_strategy == "no"
+
+
+@pytest.mark.parametrize("bad, match", [
+    (["--bits", "3"], "--bits"),
+    (["--warmup_ratio", "0.1", "--warmup_steps", "5"], "not both"),
+    (["--lora_bias", "some"], "lora_bias"),
+])
+def test_invalid_values_are_named(tmp_path, bad, match):
+    with pytest.raises(ValueError, match=match):
+        parse_arguments(["--output_dir", str(tmp_path), "--use_cpu", "True", "--report_to", "none", *bad])
+
+
+def test_unknown_argument_is_an_error(tmp_path):
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(["--output_dir", str(tmp_path), "--no_such_flag", "1"])
+
+
+def test_recipe_extraction_matches_shlex():
+    """Guards the helper: for a recipe without variables bash's expansion equals shlex's split."""
+    script = REPO / "scripts/v1_5/pretrain.sh"
+    argv = recipe_arguments(script)
+    assert argv[:2] == ["--deepspeed", "./scripts/zero2.json"]
+    assert argv[-2:] == ["--report_to", "wandb"]
+    text = script.read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if "train_mem.py" in ln)
+    assert shlex.split(line.split("train_mem.py", 1)[1].replace('"${REPORT_TO:-wandb}"', "wandb")) == argv

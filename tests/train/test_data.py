@@ -1,0 +1,281 @@
+"""The data pipeline without a model: label masking, truncation, collation, sampling, the data check."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoTokenizer
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.conversation import conv_templates
+from llava.data.collator import DataCollatorForSupervisedDataset
+from llava.data.dataset import LazySupervisedDataset, SampleTooLongError, check_tokenization
+from llava.data.preprocess import conv_mode_for_version, conversation_template, preprocess, preprocess_multimodal
+from llava.data.sampler import LengthGroupedSampler, get_modality_length_grouped_indices
+from llava.data.validation import check_data_file, enforce_report
+from llava.mm_utils import tokenizer_image_token
+
+TURNS = [
+    {"from": "human", "value": "What is in the image?\n<image>"},
+    {"from": "gpt", "value": "A cat is sitting on the grass."},
+    {"from": "human", "value": "How many cats?"},
+    {"from": "gpt", "value": "One."},
+]
+
+
+@pytest.fixture(scope="module")
+def llama_tok(llama_tokenizer_dir):
+    return AutoTokenizer.from_pretrained(llama_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def chatml_tok(chatml_tokenizer_dir):
+    return AutoTokenizer.from_pretrained(chatml_tokenizer_dir)
+
+
+def _prompt(conv, turns):
+    conv = conv.copy()
+    conv.messages = []
+    for t in turns:
+        conv.append_message(conv.roles[0] if t["from"] == "human" else conv.roles[1], t["value"])
+    return conv.get_prompt()
+
+
+def _target_text(tokenizer, result):
+    return tokenizer.decode([t for t in result.labels if t != IGNORE_INDEX])
+
+
+@pytest.mark.parametrize("version, tok_name, stop",
+                         [("v1", "llama_tok", "</s>"), ("chatml", "chatml_tok", "<|im_end|>")])
+def test_chat_templates_train_only_the_replies(version, tok_name, stop, request):
+    tokenizer = request.getfixturevalue(tok_name)
+    conv = conversation_template(version)
+    turns = preprocess_multimodal(TURNS, mm_use_im_start_end=False, version=version)
+    assert turns[0]["value"] == "<image>\nWhat is in the image?"  # the tag moves to the front
+    result = preprocess(turns, tokenizer, conv)
+    assert result.mismatch is None
+    # ids are exactly what inference tokenizes for the same prompt
+    assert result.input_ids == tokenizer_image_token(_prompt(conv, turns), tokenizer)
+    assert result.input_ids.count(IMAGE_TOKEN_INDEX) == 1
+    assert result.labels[result.input_ids.index(IMAGE_TOKEN_INDEX)] == IGNORE_INDEX
+    target = _target_text(tokenizer, result).replace(" ", "")
+    assert target == f"Acatissittingonthegrass.{stop}One.{stop}".replace(" ", "")
+    # everything trained on is a reply token, in order
+    trained = [(i, t) for i, (t, lab) in enumerate(zip(result.input_ids, result.labels)) if lab != IGNORE_INDEX]
+    assert all(result.input_ids[i] == lab for i, lab in trained)
+
+
+def test_plain_template_masks_everything_but_the_caption(llama_tok):
+    conv = conversation_template("plain")
+    turns = [{"from": "human", "value": "<image>\nDescribe the image."}, {"from": "gpt", "value": "A red car."}]
+    result = preprocess(preprocess_multimodal(turns, mm_use_im_start_end=False, version="plain"), llama_tok, conv)
+    # upstream: "<image>" + caption + "\n", the instruction is dropped
+    assert result.input_ids == tokenizer_image_token("<image>A red car.\n", llama_tok)
+    assert result.labels[:2] == [IGNORE_INDEX, IGNORE_INDEX]  # BOS, image
+    assert _target_text(llama_tok, result).strip() == "A red car."
+
+
+def test_conv_mode_recorded_for_inference():
+    assert conv_mode_for_version("v1") == "vicuna_v1"
+    assert conv_mode_for_version("chatml") == "chatml"
+    assert conv_mode_for_version("plain") is None
+    with pytest.raises(ValueError, match="not supported for training"):
+        conversation_template("llama_2")
+
+
+def test_tokenization_mismatch_is_reported_not_hidden(llama_tokenizer_dir):
+    """A token spanning "ASSISTANT:" and the reply cannot be labelled: the sample is flagged."""
+    tokenizer = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
+    tokenizer.add_tokens(["T: A"])
+    samples = [{"id": f"s{i}", "conversations": [{"from": "human", "value": "Hi"},
+                                                  {"from": "gpt", "value": ("A cat." if i % 2 else "The cat.")}]}
+               for i in range(4)]
+    dataset = LazySupervisedDataset(samples, tokenizer, conv_templates["vicuna_v1"], num_image_tokens=0,
+                                    model_max_length=128)
+    check = check_tokenization(dataset)
+    assert check.checked == 4 and [sid for sid, _ in check.mismatched] == ["s1", "s3"]
+    assert "'s1'" in check.mismatch_message() and "spans prompt text" in check.mismatch_message()
+    item = dataset[1]
+    assert item["tokenization_mismatch"] and (item["labels"] == IGNORE_INDEX).all()
+    assert not dataset[0]["tokenization_mismatch"]
+
+
+def _image_sample(sid, question_words=3, answer_words=2):
+    return {"id": sid, "image": "x.png", "conversations": [
+        {"from": "human", "value": "<image>\n" + " ".join(["cat"] * question_words)},
+        {"from": "gpt", "value": " ".join(["dog"] * answer_words)}]}
+
+
+def test_truncation_keeps_the_image_and_cuts_the_text_end(llama_tok):
+    conv = conv_templates["vicuna_v1"]
+    sample = _image_sample("long", question_words=3, answer_words=40)
+    full = preprocess(preprocess_multimodal(sample["conversations"], mm_use_im_start_end=False), llama_tok, conv)
+    visual = 16
+    max_len = len(full.input_ids) + visual - 1 - 10  # 10 tokens too long with its visual tokens
+    dataset = LazySupervisedDataset([sample], llama_tok, conv, num_image_tokens=visual, model_max_length=max_len,
+                                    image_processor=object())
+    tokens = dataset.tokenize(0)
+    assert len(tokens.input_ids) + visual - 1 == max_len
+    assert IMAGE_TOKEN_INDEX in tokens.input_ids
+    assert tokens.input_ids == full.input_ids[:len(tokens.input_ids)]
+    assert any(lab != IGNORE_INDEX for lab in tokens.labels)
+
+
+def test_a_sample_that_cannot_fit_names_itself(llama_tok):
+    conv = conv_templates["vicuna_v1"]
+    dataset = LazySupervisedDataset([_image_sample("huge-prompt", question_words=5)], llama_tok, conv,
+                                    num_image_tokens=64, model_max_length=64, image_processor=object(), indices=[7])
+    with pytest.raises(SampleTooLongError, match=r"sample 'huge-prompt' \(index 7\).*model_max_length=64"):
+        dataset.tokenize(0)
+    # the image fits, but nothing of the answer would
+    sample = _image_sample("no-answer", question_words=40)
+    full = preprocess(preprocess_multimodal(sample["conversations"], mm_use_im_start_end=False), llama_tok, conv)
+    room = full.input_ids.index(IMAGE_TOKEN_INDEX) + 8 + 5  # the image and 5 question tokens fit
+    dataset = LazySupervisedDataset([sample], llama_tok, conv, num_image_tokens=8, model_max_length=room,
+                                    image_processor=object())
+    with pytest.raises(SampleTooLongError, match="'no-answer'.*no answer token"):
+        dataset.tokenize(0)
+    check = check_tokenization(dataset)
+    assert [b.sample_id for b in check.too_long] == ["no-answer"] and check.too_long[0].reason == "too_long"
+
+
+def test_collator_pads_and_gives_text_only_samples_a_placeholder(llama_tok):
+    llama_tok.pad_token = llama_tok.unk_token
+    collate = DataCollatorForSupervisedDataset(llama_tok, image_shape=(3, 8, 8))
+    image = torch.ones(3, 8, 8)
+    batch = collate([
+        {"input_ids": torch.tensor([1, IMAGE_TOKEN_INDEX, 5, 6]), "labels": torch.tensor([-100, -100, 5, 6]),
+         "image": image, "id": "a", "tokenization_mismatch": False},
+        {"input_ids": torch.tensor([1, 7]), "labels": torch.tensor([-100, 7]), "id": "b",
+         "tokenization_mismatch": True},
+    ])
+    pad = llama_tok.pad_token_id
+    assert batch["input_ids"].tolist() == [[1, IMAGE_TOKEN_INDEX, 5, 6], [1, 7, pad, pad]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert batch["labels"][1].tolist() == [-100, 7, -100, -100]
+    assert batch["images"].shape == (2, 3, 8, 8)
+    assert batch["images"][0].equal(image) and not batch["images"][1].any()  # zero placeholder
+    assert batch["sample_ids"] == ["a", "b"] and batch["tokenization_mismatch"].tolist() == [False, True]
+
+
+def test_modality_sampler_keeps_modalities_apart_and_is_reproducible():
+    lengths = [10, -5, 20, 30, -7, 40, 15, -9, 25, 35, 12, -3, 50, -4]
+    order = get_modality_length_grouped_indices(lengths, batch_size=2, world_size=2,
+                                                generator=torch.Generator().manual_seed(0))
+    assert sorted(order) == list(range(len(lengths)))
+    megabatches = [order[i:i + 4] for i in range(0, len(order), 4)]
+    mixed = [mb for mb in megabatches if len({lengths[i] > 0 for i in mb}) > 1]
+    assert len(mixed) <= 1 and (not mixed or mixed[0] == megabatches[-1])  # only the leftover mixes
+    sampler = LengthGroupedSampler(2, 2, lengths, group_by_modality=True, seed=3)
+    first = list(sampler)
+    assert list(LengthGroupedSampler(2, 2, lengths, group_by_modality=True, seed=3)) == first
+    sampler.set_epoch(1)
+    assert sorted(list(sampler)) == sorted(first)
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+def _good(sid, image=None):
+    sample = {"id": sid, "conversations": [{"from": "human", "value": ("<image>\n" if image else "") + "Q?"},
+                                            {"from": "gpt", "value": "A."}]}
+    if image:
+        sample["image"] = image
+    return sample
+
+
+@pytest.fixture()
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (20, 10), "red").save(folder / "ok.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return folder
+
+
+def test_every_bad_sample_is_listed_with_its_id(tmp_path, image_folder):
+    samples = [
+        _good("fine", "ok.png"),
+        {"id": "no-conv", "image": "ok.png"},
+        {"id": "tag-no-image", "conversations": [{"from": "human", "value": "<image>\nQ?"},
+                                                 {"from": "gpt", "value": "A."}]},
+        {"id": "image-no-tag", "image": "ok.png", "conversations": [{"from": "human", "value": "Q?"},
+                                                                    {"from": "gpt", "value": "A."}]},
+        _good("missing-file", "nowhere.png"),
+        _good("broken-file", "broken.png"),
+        {"id": "bad-roles", "conversations": [{"from": "human", "value": "Q?"}, {"from": "human", "value": "Q?"}]},
+        _good("text-only"),
+    ]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(samples))
+    good, report = check_data_file(path, str(image_folder))
+    assert [s["id"] for _, s in good] == ["fine", "text-only"]
+    reasons = {b.sample_id: b.reason for b in report.bad}
+    assert reasons == {"no-conv": "no_conversations", "tag-no-image": "image_tag_without_image",
+                       "image-no-tag": "image_without_image_tag", "missing-file": "missing_image",
+                       "broken-file": "unreadable_image", "bad-roles": "bad_conversations"}
+    with pytest.raises(ValueError) as err:
+        enforce_report(report, skip_bad_samples=False)
+    message = str(err.value)
+    assert "6 of 8 samples" in message and "--skip_bad_samples" in message
+    for sid in reasons:
+        assert f"sample {sid!r}" in message
+    assert str(image_folder / "nowhere.png") in message and str(image_folder / "broken.png") in message
+    assert "(index 4)" in message
+
+
+def test_skip_bad_samples_reports_counts_per_reason(tmp_path, image_folder, caplog):
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([_good("a", "ok.png"), _good("b", "gone1.png"), _good("c", "gone2.png"),
+                                {"id": "d"}]))
+    good, report = check_data_file(path, str(image_folder))
+    with caplog.at_level(logging.WARNING):
+        enforce_report(report, skip_bad_samples=True)
+    assert len(good) == 1
+    assert "Skipping 3 of 4 samples" in caplog.text
+    assert "2 x missing_image" in caplog.text and "1 x no_conversations" in caplog.text
+
+
+def test_unreadable_json_names_file_line_and_column(tmp_path):
+    path = tmp_path / "data.json"
+    path.write_text('[\n{"id": "a", "conversations": []},\n{"id": "b" "conversations": []}\n]')
+    with pytest.raises(ValueError, match=r"data\.json: invalid JSON at line 3, column 12"):
+        check_data_file(path, None)
+    path.write_text('{"id": "a"}')
+    with pytest.raises(ValueError, match="expected a JSON list"):
+        check_data_file(tmp_path / "data.json", None)
+
+
+def test_jsonl_bad_line_is_a_bad_sample_with_its_line(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(_good("a")) + "\n\n" + '{"id": "b", oops}\n' + json.dumps(_good("c")) + "\n")
+    good, report = check_data_file(path, None)
+    assert [s["id"] for _, s in good] == ["a", "c"]
+    (bad,) = report.bad
+    assert bad.reason == "invalid_json" and bad.line == 3 and "line 3, column" in bad.describe()
+
+
+def test_plain_template_needs_image_and_caption(tmp_path, image_folder):
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([_good("cap", "ok.png"), _good("txt")]))
+    _, report = check_data_file(path, str(image_folder), plain=True)
+    assert [(b.sample_id, b.reason) for b in report.bad] == [("txt", "plain_needs_caption")]
+
+
+def test_unreadable_image_at_load_time_names_sample_and_path(tmp_path, image_folder, llama_tok):
+    from llava.model.multimodal_encoder.clip_encoder import build_image_processor
+    from transformers import CLIPVisionConfig
+
+    processor = build_image_processor(str(tmp_path), CLIPVisionConfig(image_size=28, patch_size=14))
+    dataset = LazySupervisedDataset([_good("late-break", "broken.png")], llama_tok, conv_templates["vicuna_v1"],
+                                    num_image_tokens=4, model_max_length=512, image_folder=str(image_folder),
+                                    image_processor=processor)
+    with pytest.raises(ValueError, match=r"sample 'late-break'.*broken\.png"):
+        dataset[0]
+    dataset.samples[0]["image"] = "ok.png"
+    item = dataset[0]
+    assert item["image"].shape == (3, 28, 28) and dataset.image_shape == (3, 28, 28)

@@ -1,0 +1,269 @@
+"""End to end on CPU with tiny models: stage 1 -> stage 2 -> load_pretrained_model -> generate,
+LoRA / QLoRA, learning-rate groups, resuming a killed stage-1 run, and bad input through train()."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, TrainerCallback
+
+from llava.mm_utils import tokenizer_image_token
+from llava.model import LlavaLlamaForCausalLM
+from llava.model.builder import load_pretrained_model
+from llava.train.train import train
+from tests.train.conftest import common_args, make_base_llm, write_json
+
+PROMPTS = {"v1": "USER: <image>\nWhat color is the object? ASSISTANT:",
+           "chatml": "<|im_start|>user\n<image>\nWhat color is the object?<|im_end|>\n<|im_start|>assistant\n"}
+
+
+class ProjectorAtStart(TrainerCallback):
+    """Records the projector weights when training begins."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        llava = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.weights = {k: v.detach().clone() for k, v in llava.get_model().mm_projector.state_dict().items()}
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+class KillAtStep(TrainerCallback):
+    """Stops the process the hard way (an exception, nothing saved) when a step ends."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise SimulatedKill(f"killed at step {state.global_step}")
+
+
+def _generate(folder, base=None, version="v1", image_size=56):
+    tokenizer, model, processor, context_len = load_pretrained_model(str(folder), base, None, device="cpu")
+    ids = tokenizer_image_token(PROMPTS[version], tokenizer, return_tensors="pt").unsqueeze(0)
+    pixels = torch.zeros(1, 3, image_size, image_size)
+    out = model.generate(ids, images=pixels, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    return model, out
+
+
+@pytest.mark.parametrize("projector, tokens", [("mlp2x_gelu", 16), ("delta", 4)])
+def test_stage1_then_stage2_then_load_and_generate(tmp_path, llama_base, train_tower, tiny_data, projector, tokens):
+    images = tiny_data["image_folder"]
+    stage1 = tmp_path / "stage1"
+    trainer = train(argv=common_args(stage1, llama_base, train_tower, tiny_data["stage1"], images, version="plain",
+                                     tune_mm_mlp_adapter=True, mm_projector_type=projector, scale_factor=2))
+    assert trainer.model.num_image_tokens() == tokens
+    files = sorted(p.name for p in stage1.iterdir())
+    assert files == ["config.json", "mm_projector.bin", "mm_projector.safetensors", "trainer_state.json"]
+    safe = load_file(stage1 / "mm_projector.safetensors")
+    binary = torch.load(stage1 / "mm_projector.bin", weights_only=True)
+    assert safe.keys() == binary.keys() and all(k.startswith("model.mm_projector.") for k in safe)
+    assert all(torch.equal(safe[k], binary[k]) for k in safe)
+    trained = trainer.model.get_model().mm_projector.state_dict()
+    assert all(torch.equal(safe["model.mm_projector." + k], v) for k, v in trained.items())
+    # only the projector trained: the LLM is the base's
+    base_embed = load_file(Path(llama_base) / "model.safetensors")["model.embed_tokens.weight"]
+    assert torch.equal(trainer.model.get_model().embed_tokens.weight, base_embed)
+
+    stage2 = tmp_path / "stage2"
+    start = ProjectorAtStart()
+    trainer = train(argv=common_args(stage2, llama_base, train_tower, tiny_data["stage2"], images, version="v1",
+                                     pretrain_mm_mlp_adapter=stage1 / "mm_projector.bin", mm_projector_type=projector,
+                                     learning_rate="2e-5", image_aspect_ratio="pad", group_by_modality_length=True),
+                    callbacks=[start])
+    assert all(torch.equal(v, safe["model.mm_projector." + k]) for k, v in start.weights.items())
+    assert (stage2 / "model.safetensors").is_file() and (stage2 / "tokenizer_config.json").is_file()
+    config = json.loads((stage2 / "config.json").read_text())
+    assert config["mm_projector_type"] == projector and config["conv_mode"] == "vicuna_v1"
+    assert config["image_aspect_ratio"] == "pad" and config["tokenizer_model_max_length"] == 256
+    assert config["mm_vision_select_layer"] == -2 and config["tune_mm_mlp_adapter"] is False
+    assert config["mm_vision_tower"] == train_tower and config["use_mm_proj"] is True
+
+    model, out = _generate(stage2)
+    assert isinstance(model, LlavaLlamaForCausalLM) and model.num_image_tokens() == tokens
+    assert out.shape == (1, 3)
+    loaded = model.get_model().mm_projector.state_dict()
+    assert all(torch.equal(v, trainer.model.get_model().mm_projector.state_dict()[k]) for k, v in loaded.items())
+
+
+def test_stage1_killed_midway_resumes_to_the_same_end(tmp_path, llama_base, train_tower, tiny_data):
+    def args(out):
+        return common_args(out, llama_base, train_tower, tiny_data["stage1"], tiny_data["image_folder"],
+                           version="plain", tune_mm_mlp_adapter=True, mm_projector_type="mlp2x_gelu",
+                           save_strategy="steps", save_steps=2)
+
+    reference = tmp_path / "uninterrupted"
+    train(argv=args(reference))
+    run = tmp_path / "killed"
+    with pytest.raises(SimulatedKill):
+        train(argv=args(run), callbacks=[KillAtStep(3)])
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-2"]
+    checkpoint = run / "checkpoint-2"
+    assert {"mm_projector.bin", "mm_projector.safetensors", "config.json", "optimizer.pt", "scheduler.pt",
+            "rng_state.pth", "trainer_state.json"} <= {p.name for p in checkpoint.iterdir()}
+    assert not (checkpoint / "model.safetensors").exists()  # the projector only, not the LLM
+
+    trainer = train(argv=args(run))  # finds checkpoint-2 by itself, as upstream's train.py does
+    steps = json.loads((reference / "trainer_state.json").read_text())["global_step"]
+    assert steps == 4 and trainer.state.global_step == steps
+    assert json.loads((run / "trainer_state.json").read_text())["global_step"] == steps
+    ours, theirs = load_file(run / "mm_projector.safetensors"), load_file(reference / "mm_projector.safetensors")
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key])
+
+
+def test_lora_step_saves_what_load_pretrained_model_and_merge_read(tmp_path, chatml_base, train_tower, tiny_data):
+    out = tmp_path / "lora"
+    trainer = train(argv=common_args(out, chatml_base, train_tower, tiny_data["stage2"], tiny_data["image_folder"],
+                                     version="chatml", mm_projector_type="delta", lora_enable=True, lora_r=4,
+                                     lora_alpha=8, learning_rate="1e-2", mm_projector_lr="2e-3", max_steps=2))
+    peft_model = trainer.model
+    names = [n for n, _ in peft_model.named_modules() if n.endswith(".lora_A")]
+    assert names and not any("mm_projector" in n or "vision_tower" in n or "lm_head" in n for n in names)
+    lrs = sorted({g["initial_lr"] for g in trainer.optimizer.param_groups})  # "lr" has decayed
+    assert lrs == [2e-3, 1e-2]
+    assert {"adapter_config.json", "adapter_model.safetensors", "non_lora_trainables.bin", "config.json"} <= {
+        p.name for p in out.iterdir()}
+    non_lora = torch.load(out / "non_lora_trainables.bin", weights_only=True)
+    assert non_lora and all(k.startswith("base_model.model.model.mm_projector.") for k in non_lora)
+    assert json.loads((out / "config.json").read_text())["conv_mode"] == "chatml"
+
+    model, _ = _generate(out, base=chatml_base, version="chatml")
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = tokenizer_image_token(PROMPTS["chatml"], tokenizer, return_tensors="pt").unsqueeze(0)
+    pixels = torch.rand(1, 3, 56, 56)
+    peft_model.eval()
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids, images=pixels).logits
+        torch.testing.assert_close(model(input_ids=ids, images=pixels).logits, expected, atol=1e-4, rtol=1e-4)
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("merge_lora_weights",
+                                                  Path(__file__).parents[2] / "scripts/merge_lora_weights.py")
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    merged = tmp_path / "merged"
+    merge.main(["--model-path", str(out), "--model-base", chatml_base, "--save-model-path", str(merged)])
+    _, full, _, _ = load_pretrained_model(str(merged), None, None, device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(full(input_ids=ids, images=pixels).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_qlora_step_keeps_the_projector_unquantized(tmp_path, llama_base, train_tower, tiny_data):
+    import bitsandbytes as bnb
+
+    out = tmp_path / "qlora"
+    trainer = train(argv=common_args(out, llama_base, train_tower, tiny_data["stage2"], tiny_data["image_folder"],
+                                     version="v1", mm_projector_type="mlp2x_gelu", lora_enable=True, lora_r=4,
+                                     lora_alpha=8, bits=4, max_steps=1))
+    llava = trainer.model.get_base_model()
+    assert isinstance(llava.get_model().layers[0].self_attn.q_proj.base_layer, bnb.nn.Linear4bit)
+    projector = llava.get_model().mm_projector
+    assert isinstance(projector[0], torch.nn.Linear) and not isinstance(projector[0], bnb.nn.Linear4bit)
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in projector.parameters())
+    assert trainer.state.global_step == 1
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    _, generated = _generate(out, base=llama_base)
+    assert generated.shape == (1, 3)
+
+
+def test_unfrozen_vision_tower_gets_its_own_learning_rate(tmp_path, llama_base, train_tower, tiny_data):
+    trainer = train(argv=common_args(tmp_path / "out", llama_base, train_tower, tiny_data["stage1"],
+                                     tiny_data["image_folder"], version="plain", tune_mm_mlp_adapter=True,
+                                     mm_projector_type="mlp2x_gelu", unfreeze_mm_vision_tower=True,
+                                     mm_vision_tower_lr="1e-4", max_steps=1))
+    tower = trainer.model.get_vision_tower()
+    assert all(p.requires_grad for p in tower.parameters())
+    tower_ids = {id(p) for p in tower.parameters()}
+    tower_groups = [g for g in trainer.optimizer.param_groups if any(id(p) in tower_ids for p in g["params"])]
+    assert tower_groups and all(g["initial_lr"] == 1e-4 for g in tower_groups)
+    # stage 1 keeps the trained tower next to the projector, and its config.json names it
+    out = tmp_path / "out"
+    config = json.loads((out / "config.json").read_text())
+    assert config["unfreeze_mm_vision_tower"] is True and config["mm_vision_tower"] == str(out / "vision_tower")
+    saved = load_file(out / "vision_tower" / "model.safetensors")
+    original = load_file(Path(train_tower) / "model.safetensors")
+    trained = tower.vision_tower.state_dict()
+    assert saved.keys() == original.keys()
+    assert all(torch.equal(saved[k], trained[k]) for k in saved)
+    assert any(not torch.equal(saved[k], original[k]) for k in saved)
+    _, model, _, _ = load_pretrained_model(str(out), llama_base, None, device="cpu")
+    loaded = model.get_vision_tower().vision_tower.state_dict()
+    assert all(torch.equal(loaded[k], trained[k]) for k in saved)
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def test_bad_samples_stop_the_run_before_the_model_loads(tmp_path, llama_base, train_tower, tiny_data):
+    samples = json.loads(Path(tiny_data["stage2"]).read_text())
+    samples[1] = {**samples[1], "image": "stage2/does-not-exist.png"}
+    samples[2] = {"id": "no-conversations", "image": samples[2].get("image", "x.png")}
+    data = write_json(tmp_path / "bad.json", samples)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as err:
+        train(argv=common_args(out, "/nonexistent-llm", train_tower, data, tiny_data["image_folder"], version="v1"))
+    message = str(err.value)
+    assert f"sample {samples[1]['id']!r} (index 1)" in message and "does-not-exist.png" in message
+    assert "sample 'no-conversations' (index 2)" in message and "--skip_bad_samples" in message
+    report = json.loads((out / "data_check_report.json").read_text())
+    assert report["counts"] == {"missing_image": 1, "no_conversations": 1}
+
+    trainer = train(argv=common_args(out, llama_base, train_tower, data, tiny_data["image_folder"], version="v1",
+                                     mm_projector_type="mlp2x_gelu", skip_bad_samples=True, max_steps=1))
+    assert len(trainer.train_dataset) == len(samples) - 2
+
+
+def test_invalid_json_names_file_and_position(tmp_path, train_tower):
+    data = tmp_path / "broken.json"
+    data.write_text('[{"id": "a", "conversations": [}]')
+    with pytest.raises(ValueError, match=r"broken\.json: invalid JSON at line 1, column 32"):
+        train(argv=common_args(tmp_path / "out", "/nonexistent-llm", train_tower, str(data), str(tmp_path)))
+
+
+@pytest.fixture(scope="module")
+def odd_tokenizer_base(tmp_path_factory, llama_tokenizer_dir):
+    """A base LLM whose tokenizer has an added token spanning "ASSISTANT:" and a reply's first letter."""
+    root = tmp_path_factory.mktemp("odd_base")
+    tokenizer = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
+    tokenizer.add_tokens(["T: A"])
+    tokenizer.save_pretrained(root / "tok")
+    return make_base_llm(root / "llm", str(root / "tok"))
+
+
+def _text_samples(n_bad: int, n_good: int):
+    def sample(sid, reply):
+        return {"id": sid, "conversations": [{"from": "human", "value": "Say something."},
+                                             {"from": "gpt", "value": reply}]}
+
+    return [sample(f"bad-{i}", "A word.") for i in range(n_bad)] + [sample(f"good-{i}", "The word.")
+                                                                      for i in range(n_good)]
+
+
+def _text_only_args(out, base, data, **extra):
+    args = common_args(out, base, "unused", data, "unused", version="v1", **extra)
+    i = args.index("--vision_tower")
+    return args[:i] + args[i + 2:]
+
+
+def test_tokenization_mismatch_fails_before_training(tmp_path, odd_tokenizer_base):
+    data = write_json(tmp_path / "data.json", _text_samples(n_bad=3, n_good=5))
+    with pytest.raises(ValueError, match=r"tokenization mismatch in 3 of 8 checked samples; first: 'bad-0'.*'bad-1'"):
+        train(argv=_text_only_args(tmp_path / "out", odd_tokenizer_base, data))
+
+
+def test_tokenization_mismatch_met_during_training_is_counted_and_fails(tmp_path, odd_tokenizer_base):
+    data = write_json(tmp_path / "data.json", _text_samples(n_bad=2, n_good=6))
+    with pytest.raises(ValueError, match=r"Tokenization mismatch in \d training samples so far \(first: \['bad-"):
+        train(argv=_text_only_args(tmp_path / "out", odd_tokenizer_base, data, tokenization_check_samples=0))
+    # a generous threshold lets the run finish; the mismatched samples were counted, not hidden
+    trainer = train(argv=_text_only_args(tmp_path / "out2", odd_tokenizer_base, data, tokenization_check_samples=0,
+                                         max_tokenization_mismatch_ratio=0.5))
+    assert trainer.mismatches.count == 2 and sorted(trainer.mismatches.first_ids) == ["bad-0", "bad-1"]

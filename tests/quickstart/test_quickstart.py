@@ -1,0 +1,47 @@
+"""The quickstart pipeline in its fast form: every stage runs for real, at tiny sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from llava.quickstart.pipeline import parse_args, run
+from tests.conftest import TINY_LLM
+
+
+@pytest.fixture(scope="module")
+def tiny_chatml_llm(tmp_path_factory, chatml_tokenizer_dir) -> str:
+    folder = tmp_path_factory.mktemp("tiny_llm")
+    tokenizer = AutoTokenizer.from_pretrained(chatml_tokenizer_dir)
+    config = LlamaConfig(**TINY_LLM, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_fast_pipeline_with_compare(tmp_path, tiny_chatml_llm, capsys):
+    out = tmp_path / "quickstart"
+    report = run(parse_args(["--fast", "--compare", "--out", str(out), "--llm", tiny_chatml_llm]))
+    by_name = {r["projector"]: r for r in report["results"]}
+    assert list(by_name) == ["delta", "mlp2x_gelu", "avgpool"]
+    # 56 px / patch 14 = 4 x 4 grid: all 16 patches for mlp2x_gelu, (4/2)^2 = 4 for delta and avgpool
+    assert [by_name[p]["visual_tokens"] for p in by_name] == [4, 16, 4]
+    for result in report["results"]:
+        assert set(result["accuracy"]) >= {"color", "shape", "position", "count", "word", "overall"}
+        assert 0 <= result["unanswered"] <= 10  # a random tiny LLM may answer with nothing
+        assert result["stage1_seconds"] > 0 and result["stage2_seconds"] > 0
+        assert (Path(result["checkpoint"]) / "config.json").is_file()
+        answers = [json.loads(line) for line in (out / result["projector"] / "answers.jsonl").read_text().splitlines()]
+        assert sorted(a["question_id"] for a in answers) == [f"eval-{i:06d}" for i in range(10)]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["results"][0]["projector"] == "delta" and "heldout_accuracy" in saved["stage0"]
+    assert (out / "results.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "stage-1 time per sample, mlp2x_gelu / delta" in printed
+    assert "python -m llava.serve.gradio_web_server --model-path" in printed
+    # the trained tower is an ordinary local vision-tower folder
+    assert (out / "vision_tower" / "config.json").is_file() and (out / "vision_tower" / "model.safetensors").is_file()

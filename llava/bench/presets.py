@@ -1,0 +1,169 @@
+"""Benchmark presets: model shapes, precision and measurement sizes, each declared once.
+
+Every preset builds the same five projector settings on one vision-tower grid; only shapes and
+repeat counts differ. Weights are random (speed does not depend on their values).
+
+- ``7b``: LLaVA-1.5-7B shapes -- Vicuna-7B (Llama, 4096 wide, 32 layers) and CLIP ViT-L/14 at
+  336 px (24 layers, 1024 wide, 24 x 24 grid) -- in bf16 on CUDA.
+- ``cpu``: the embedded LLM's shape (SmolLM2-135M) with a CLIP-shaped 336-px/14 tower (24 x 24
+  grid) narrowed to 192 wide x 12 layers, so that the tower's share of a 576-token prefill in
+  FLOPs (~6%) stays close to CLIP-L's share next to Vicuna-7B (~4%); the delta layers keep the
+  reference's positions relative to depth (12, 16, 22, 23 of 24 -> 6, 8, 10, 11 of 12).
+- ``tiny``: CI-sized (12 x 12 grid, 2-layer LLM, one step of everything) so the benchmark code
+  runs in the test suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One projector configuration of a run (``scale_factor`` is ignored by ``mlp2x_gelu``)."""
+
+    projector: str
+    scale_factor: int = 1
+
+    def label(self, tokens: int) -> str:
+        return f"{self.projector}@{tokens}"
+
+
+#: The settings every run compares, baseline first: LLaVA-1.5's projector at the full grid, the
+#: same-budget average-pool ablation, and delta at s = 2, 3, 4 (144, 64, 36 tokens on 24 x 24).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("mlp2x_gelu", 1),
+    Setting("avgpool", 2),
+    Setting("delta", 2),
+    Setting("delta", 3),
+    Setting("delta", 4),
+)
+BASELINE = SETTINGS[0]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Shapes and sizes of one benchmark run.
+
+    Attributes:
+        tower: ``CLIPVisionConfig`` keyword arguments (random init).
+        llm: Llama config keyword arguments (random init).
+        delta_layers: ``mm_delta_layers`` for the tower's depth.
+        device / dtype: where and in what precision everything runs ("cuda" / "bfloat16", ...).
+        text_tokens: text tokens per sample around the one image token (prompt for inference,
+            prompt + answer for training).
+        batch_sizes: inference batch sizes.
+        short_new_tokens / long_new_tokens: forced answer lengths (VQA-style / long answer).
+        train_batch: samples per training step.
+        warmup / repeats: untimed and timed runs of each short measurement; ``long_repeats``
+            and ``train_steps`` for the long-answer generation and training steps.
+        stage2: "full", "lora" or "auto" (full finetuning when it fits the device, else LoRA).
+        lora_r / lora_alpha: the LoRA recipe's rank and alpha (finetune_lora.sh: 128 / 256).
+        threads: CPU threads for torch (``None``: torch's default, one per core).
+        isolate: measure each setting in a fresh process (clean heap, allocator and caches, so
+            peak memory and timings do not carry over from the previous setting).
+    """
+
+    name: str
+    description: str
+    tower: dict
+    llm: dict
+    delta_layers: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    text_tokens: int = 48
+    batch_sizes: tuple[int, ...] = (1, 16)
+    short_new_tokens: int = 4
+    long_new_tokens: int = 128
+    train_batch: int = 8
+    warmup: int = 1
+    repeats: int = 3
+    long_repeats: int = 2
+    train_steps: int = 3
+    stage2: str = "auto"
+    lora_r: int = 128
+    lora_alpha: int = 256
+    stage1_lr: float = 1e-3
+    stage2_lr: float = 2e-5
+    gradient_checkpointing: bool = True
+    threads: int | None = None
+    isolate: bool = True
+    settings: tuple[Setting, ...] = field(default=SETTINGS)
+
+    def replace(self, **changes) -> "Preset":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def grid_side(self) -> int:
+        return self.tower["image_size"] // self.tower["patch_size"]
+
+
+CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                  image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                 tie_word_embeddings=False)
+SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192, rms_norm_eps=1e-5,
+                    rope_theta=100000.0, tie_word_embeddings=True)
+CPU_TOWER = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=12, num_attention_heads=3,
+                 image_size=336, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+
+PRESETS: dict[str, Preset] = {
+    "7b": Preset(
+        name="7b",
+        description="LLaVA-1.5-7B shapes: Vicuna-7B + CLIP ViT-L/14-336 (24x24 grid), random weights, bf16, CUDA",
+        tower=CLIP_L_336,
+        llm=VICUNA_7B,
+        delta_layers="12,16,22,23",
+        device="cuda",
+        dtype="bfloat16",
+        train_batch=8,
+        warmup=2,
+        repeats=5,
+        long_repeats=3,
+        train_steps=5,
+    ),
+    "cpu": Preset(
+        name="cpu",
+        description=("SmolLM2-135M-shaped LLM + CLIP-shaped 336-px/14 tower (24x24 grid) narrowed to "
+                     "192 wide x 12 layers, random weights, float32, CPU"),
+        tower=CPU_TOWER,
+        llm=SMOLLM2_135M,
+        delta_layers="6,8,10,11",
+        train_batch=4,
+        warmup=1,
+        repeats=3,
+        long_repeats=1,
+        train_steps=2,
+    ),
+    "tiny": Preset(
+        name="tiny",
+        description="CI-sized: 2-layer LLM + 4-layer CLIP-shaped tower at 168 px/14 (12x12 grid), random weights",
+        tower=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
+                   image_size=168, patch_size=14, hidden_act="quick_gelu"),
+        llm=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512, max_position_embeddings=512, tie_word_embeddings=False),
+        delta_layers="1,2,3",
+        text_tokens=8,
+        batch_sizes=(1, 2),
+        short_new_tokens=2,
+        long_new_tokens=6,
+        train_batch=2,
+        warmup=0,
+        repeats=1,
+        long_repeats=1,
+        train_steps=1,
+        lora_r=4,
+        lora_alpha=8,
+        threads=1,  # tiny ops: one thread avoids thread-pool stalls on a busy CI machine
+        isolate=False,  # one process keeps the CI run short; tests cover isolation separately
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"Unknown benchmark preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,123 @@
+"""Where the time of the vision tower and of a projector goes: ``torch.profiler`` tables and timings.
+
+    python -m llava.bench.profile --preset cpu --batch 1
+    python -m llava.bench.profile --preset 7b --device cpu --dtype float32 --component projector
+
+Builds the preset's vision tower (random weights) and one projector (default ``delta``, s=2) on
+their own, times each forward (median of ``--repeats``) and prints the profiler's per-operator
+table. ``--preset 7b --device cpu`` profiles the 7B-shaped delta projector on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+
+import torch
+
+from llava.bench.machine import Clock
+from llava.bench.presets import PRESETS, Setting, get_preset
+from llava.bench.speed import llava_config, timed_runs, write_tower_folder
+from llava.model.multimodal_encoder.builder import build_vision_tower
+from llava.model.multimodal_projector.builder import build_vision_projector, projector_class
+
+
+def build_parts(preset, setting: Setting, tower_dir: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """The preset's tower and the setting's projector alone (no LLM), random weights, eval mode."""
+    config = llava_config(preset, setting, tower_dir)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        tower = build_vision_tower(config, extra_layers=projector_class(config.mm_projector_type).vision_layers(config))
+        projector = build_vision_projector(config)
+    return tower.to(dtype=dtype).eval(), projector.to(dtype=dtype).eval()
+
+
+@torch.no_grad()
+def profile_parts(preset, setting: Setting, batch: int, device: torch.device, dtype: torch.dtype, repeats: int,
+                  components: tuple[str, ...], rows: int = 20) -> dict:
+    """Times (median s) and prints profiler tables for the requested components."""
+    clock = Clock(device)
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="llava_profile_tower_") as tower_dir:
+        write_tower_folder(tower_dir, preset.tower)
+        tower, projector = build_parts(preset, setting, tower_dir, device, dtype)
+        size = preset.tower["image_size"]
+        images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+        features = tower(images)
+        calls = {"tower": lambda: tower(images), "projector": lambda: projector(features)}
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        for name in components:
+            fn = calls[name]
+            times = timed_runs(fn, 2, repeats, clock)
+            out[name] = statistics.median(times)
+            with torch.profiler.profile(activities=activities) as prof:
+                fn()
+            sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+            print(f"\n== {name}: median {out[name] * 1e3:.2f} ms over {repeats} runs "
+                  f"(batch {batch}, {preset.name} shapes, {setting.projector} s={setting.scale_factor}, {dtype})")
+            print(prof.key_averages().table(sort_by=sort, row_limit=rows))
+    return out
+
+
+@torch.no_grad()
+def compare_tower_paths(preset, setting: Setting, batch: int, device: torch.device, dtype: torch.dtype,
+                        repeats: int) -> dict:
+    """The tower as it runs now (only the layers some stream reads) against transformers' full forward
+    with ``output_hidden_states=True`` (what it ran before), alternating runs so that both see the
+    same machine load. Returns median seconds of each and the speed-up."""
+    clock = Clock(device)
+    with tempfile.TemporaryDirectory(prefix="llava_profile_tower_") as tower_dir:
+        write_tower_folder(tower_dir, preset.tower)
+        tower, _ = build_parts(preset, setting, tower_dir, device, dtype)
+        size = preset.tower["image_size"]
+        images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+        full = lambda: tower.vision_tower(images, output_hidden_states=True)  # noqa: E731
+        truncated = lambda: tower(images)  # noqa: E731
+        timed_runs(full, 1, 0, clock), timed_runs(truncated, 1, 0, clock)
+        full_t, trunc_t = [], []
+        for _ in range(repeats):
+            full_t += timed_runs(full, 0, 1, clock)
+            trunc_t += timed_runs(truncated, 0, 1, clock)
+    result = {"full_forward_s": statistics.median(full_t), "truncated_s": statistics.median(trunc_t),
+              "layers_run": tower.layers_needed, "layers": tower.config.num_hidden_layers}
+    result["speedup"] = result["full_forward_s"] / result["truncated_s"]
+    print(f"tower ({preset.name} shapes, batch {batch}, {dtype}): full forward {result['full_forward_s'] * 1e3:.1f} ms, "
+          f"{result['layers_run']} of {result['layers']} layers {result['truncated_s'] * 1e3:.1f} ms, "
+          f"{result['speedup']:.3f}x")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m llava.bench.profile", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--projector", default="delta")
+    p.add_argument("--scale-factor", type=int, default=2)
+    p.add_argument("--component", choices=["tower", "projector", "both"], default="both")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--rows", type=int, default=20)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--compare-full-tower", action="store_true",
+                   help="time the truncated tower against transformers' full forward, alternating runs")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = get_preset(args.preset)
+    device = torch.device(args.device or preset.device)
+    dtype = getattr(torch, args.dtype or preset.dtype)
+    if args.compare_full_tower:
+        compare_tower_paths(preset, Setting(args.projector, args.scale_factor), args.batch, device, dtype, args.repeats)
+        return
+    components = ("tower", "projector") if args.component == "both" else (args.component,)
+    profile_parts(preset, Setting(args.projector, args.scale_factor), args.batch, device, dtype, args.repeats,
+                  components, args.rows)
+
+
+if __name__ == "__main__":
+    main()

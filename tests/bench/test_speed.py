@@ -1,0 +1,197 @@
+"""The speed benchmark in CI size: one step of everything, every projector, the files it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM
+
+from llava.bench import report, speed
+from llava.bench.__main__ import build_parser, main
+from llava.bench.presets import BASELINE, PRESETS, Setting, get_preset
+from llava.bench.profile import profile_parts
+from llava.model import LlavaConfig
+from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+from llava.model.multimodal_projector.builder import build_vision_projector
+
+TINY_LABELS = ["mlp2x_gelu@144", "avgpool@36", "delta@36", "delta@16", "delta@9"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The CI-sized benchmark, through the command line, once for the module."""
+    out = tmp_path_factory.mktemp("bench_tiny")
+    assert main(["--preset", "tiny", "--out", str(out)]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_tiny_run_writes_json_markdown_and_chart(tiny_run):
+    out, data = tiny_run
+    assert (out / "results.md").is_file()
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data["preset"] == "tiny"
+    assert "random" in data["weights"].lower()
+    for key in ("cpu", "cpu_cores", "ram_gib", "device", "name"):
+        assert data["machine"][key]
+    assert data["versions"]["torch"] == torch.__version__ and data["versions"]["transformers"]
+    assert data["settings"]["grid"] == "12x12"
+    assert len(data["load_average"]["start"]) == 3
+    md = (out / "results.md").read_text()
+    for label in TINY_LABELS:
+        assert f"`{label}`" in md
+    assert "![speed-ups](chart.png)" in md
+
+
+def test_tiny_run_has_every_setting_and_measurement(tiny_run):
+    _, data = tiny_run
+    results = data["results"]
+    # 12 x 12 grid: mlp2x_gelu keeps 144, avgpool/delta s=2 -> 36, delta s=3 -> 16, s=4 -> 9.
+    assert [r["label"] for r in results] == TINY_LABELS
+    assert [r["visual_tokens"] for r in results] == [144, 36, 36, 16, 9]
+    assert data["baseline"] == "mlp2x_gelu@144"
+    for res in results:
+        assert set(res["inference"]) == {"1", "2"}
+        for batch, inf in res["inference"].items():
+            for key in ("ttft_s", "short_latency_s", "long_latency_s", "tower_s", "projector_s", "peak_memory_mib"):
+                assert inf[key] > 0, (res["label"], batch, key)
+            assert inf["short_throughput"] == pytest.approx(int(batch) / inf["short_latency_s"])
+            assert inf["decode_tokens_per_s"] > 0
+            assert 0 < inf["projector_share"] < 1
+        for stage in ("stage1", "stage2"):
+            tr = res["training"][stage]
+            assert tr["samples_per_s"] > 0 and tr["peak_memory_mib"] > 0
+            assert tr["sequence_tokens"] == 8 + 1 + res["visual_tokens"]
+        assert res["training"]["stage2"]["mode"] == "full"  # fits easily on a CPU
+        assert res["training"]["stage1"]["trainable_params"] == res["params"]["projector"]
+        assert res["training"]["stage2"]["trainable_params"] == res["params"]["llm"] + res["params"]["projector"]
+    for metric in ("ttft", "short_throughput", "long_throughput", "decode"):
+        assert data["ratios"]["mlp2x_gelu@144"][metric] == {"1": 1.0, "2": 1.0}
+    assert data["ratios"]["mlp2x_gelu@144"]["stage1"] == 1.0
+    assert data["targets"] == []  # the tiny preset has none
+
+
+def test_report_rebuilds_from_json(tiny_run, tmp_path):
+    out, data = tiny_run
+    (tmp_path / "results.json").write_text((out / "results.json").read_text())
+    report.main([str(tmp_path), "--no-chart"])
+    assert (tmp_path / "results.md").read_text().startswith("# Speed: projectors side by side")
+
+
+def test_7b_code_path_in_bf16_with_lora_at_tiny_size():
+    """What the 7b preset does differently -- bf16 weights, LoRA stage 2 -- on CPU at tiny sizes."""
+    preset = get_preset("tiny").replace(stage2="lora", batch_sizes=(2,),
+                                        settings=(Setting("mlp2x_gelu", 1), Setting("delta", 2)))
+    data = speed.run(preset, dtype="bfloat16")
+    json.dumps(data)  # serialisable as is
+    assert data["settings"]["dtype"] == "bfloat16"
+    assert [r["label"] for r in data["results"]] == ["mlp2x_gelu@144", "delta@36"]
+    for res in data["results"]:
+        s2 = res["training"]["stage2"]
+        assert s2["mode"] == "lora" and "LoRA r=4" in s2["trainable"]
+        assert res["params"]["projector"] < s2["trainable_params"] < res["params"]["llm"]
+        assert s2["samples_per_s"] > 0
+    md = report.markdown(data)
+    assert "| `delta@36` |" in md and "lora" in md
+
+
+def test_isolated_settings_run_in_fresh_processes():
+    preset = get_preset("tiny").replace(isolate=True, batch_sizes=(1,),
+                                        settings=(Setting("mlp2x_gelu", 1), Setting("delta", 4)))
+    data = speed.run(preset, training=False)
+    assert [r["visual_tokens"] for r in data["results"]] == [144, 9]
+    pids = {r["process"] for r in data["results"]}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert "fresh process" in data["memory"]
+    assert data["results"][1]["inference"]["1"]["ttft_s"] > 0
+
+
+def test_7b_preset_has_llava15_7b_shapes():
+    preset = get_preset("7b")
+    assert (preset.device, preset.dtype, preset.grid_side) == ("cuda", "bfloat16", 24)
+    assert [(s.projector, s.scale_factor) for s in preset.settings] == [
+        ("mlp2x_gelu", 1), ("avgpool", 2), ("delta", 2), ("delta", 3), ("delta", 4)]
+    assert preset.settings[0] == BASELINE
+    with torch.device("meta"):
+        llm = LlamaForCausalLM(LlamaConfig(**preset.llm))
+        tower = CLIPVisionConfig(**preset.tower)
+        from transformers import CLIPVisionModel
+
+        clip = CLIPVisionModel(tower)
+    assert sum(p.numel() for p in llm.parameters()) == 6_738_415_616  # Vicuna-7B / Llama-2-7B
+    assert sum(p.numel() for p in clip.parameters()) == 303_507_456  # CLIP ViT-L/14-336 vision model
+    for setting, tokens, params in [(Setting("mlp2x_gelu", 1), 576, 20_979_712), (Setting("delta", 2), 144, 42_503_680),
+                                    (Setting("delta", 3), 64, None), (Setting("delta", 4), 36, None),
+                                    (Setting("avgpool", 2), 144, 20_979_712)]:
+        config = LlavaConfig(**preset.llm, mm_hidden_size=1024, mm_projector_type=setting.projector,
+                             scale_factor=setting.scale_factor, mm_delta_layers=preset.delta_layers)
+        with torch.device("meta"):
+            projector = build_vision_projector(config)
+        assert projector.num_tokens((24, 24)) == tokens
+        if params is not None:
+            assert sum(p.numel() for p in projector.parameters()) == params
+
+
+def test_cpu_preset_tower_keeps_the_reference_layer_positions(tmp_path):
+    preset = get_preset("cpu")
+    tower_dir = speed.write_tower_folder(tmp_path, preset.tower)
+    config = speed.llava_config(preset, Setting("delta", 2), tower_dir)
+    tower = CLIPVisionTower(tower_dir, select_layer=config.mm_vision_select_layer, extra_layers=(6, 8, 10, 11),
+                            delay_load=True)
+    assert preset.grid_side == 24 and tower.num_patches == 576
+    # 12, 16, 22, 23 of 24 layers -> 6, 8, 10, 11 of 12: the last level is the select layer (-2).
+    assert tower.select_layer == 11 == tower.layers_needed
+    assert config.mm_delta_layers == "6,8,10,11"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on machines without CUDA")
+def test_7b_preset_without_cuda_says_so():
+    with pytest.raises(RuntimeError, match="CUDA"):
+        speed.run(get_preset("7b"))
+
+
+def test_targets_and_ratios_from_results():
+    def fake(label, projector, scale, ttft, short, s1, s2, share):
+        inf = {"ttft_s": ttft, "short_throughput": short, "long_throughput": short, "decode_tokens_per_s": 10.0,
+               "projector_share": share, "peak_memory_mib": 100.0}
+        return {"label": label, "projector": projector, "scale_factor": scale, "inference": {"16": inf},
+                "training": {"stage1": {"samples_per_s": s1, "peak_memory_mib": 10.0},
+                             "stage2": {"samples_per_s": s2, "peak_memory_mib": 10.0}}}
+
+    results = [fake("mlp2x_gelu@576", "mlp2x_gelu", 1, 1.0, 10.0, 1.0, 1.0, 0.01),
+               fake("delta@144", "delta", 2, 0.3, 17.0, 5.0, 1.4, 0.02)]
+    ratios = speed.compute_ratios(results)
+    assert ratios["delta@144"]["ttft"]["16"] == pytest.approx(1 / 0.3)
+    assert ratios["delta@144"]["short_throughput"]["16"] == pytest.approx(1.7)
+    rows = {r["metric"]: r for r in speed.evaluate_targets("7b", results, ratios)}
+    assert rows["short_throughput"]["met"] and rows["ttft"]["met"] and rows["stage1"]["met"]
+    assert not rows["stage2"]["met"]  # 1.4x < 1.5x
+    assert rows["projector_share"]["met"] and rows["projector_share"]["value"] == 0.02
+    assert speed.evaluate_targets("tiny", results, ratios) == []
+
+
+def test_stage2_mode_choice():
+    preset = get_preset("tiny")
+    assert speed.choose_stage2_mode(preset.replace(stage2="lora"), None, torch.device("cpu"))[0] == "lora"
+    assert speed.choose_stage2_mode(preset.replace(stage2="auto"), None, torch.device("cpu"))[0] == "full"
+    with pytest.raises(ValueError, match="stage2"):
+        speed.choose_stage2_mode(preset.replace(stage2="half"), None, torch.device("cpu"))
+
+
+def test_command_line_overrides():
+    args = build_parser().parse_args(["--preset", "cpu", "--out", "x", "--settings", "mlp2x_gelu,delta:3",
+                                      "--batch-sizes", "1,4", "--stage2", "lora"])
+    assert args.settings == (Setting("mlp2x_gelu", 1), Setting("delta", 3))
+    assert args.batch_sizes == (1, 4)
+    assert set(PRESETS) == {"tiny", "cpu", "7b"}
+    with pytest.raises(ValueError, match="known"):
+        get_preset("13b")
+
+
+def test_profile_runs_at_tiny_size(capsys):
+    times = profile_parts(get_preset("tiny"), Setting("delta", 2), batch=1, device=torch.device("cpu"),
+                          dtype=torch.float32, repeats=1, components=("tower", "projector"), rows=5)
+    assert times["tower"] > 0 and times["projector"] > 0
+    assert "== projector" in capsys.readouterr().out

@@ -140,7 +140,10 @@ class LlavaMetaForCausalLM:
             truncated to ``tokenizer_model_max_length`` and re-padded on ``tokenizer_padding_side``.
         """
         tower = self.get_vision_tower()
-        if tower is None or images is None or input_ids.shape[1] == 1:
+        # A one-token step without an image token is a cached decoding step: nothing to splice.
+        # (A prompt that is only ``<image>``, as the ``plain`` template gives, still is spliced.)
+        decode_step = input_ids.shape[1] == 1 and not bool((input_ids == IMAGE_TOKEN_INDEX).any())
+        if tower is None or images is None or decode_step:
             return input_ids, position_ids, attention_mask, past_key_values, None, labels
 
         if isinstance(images, (list, tuple)):

@@ -111,3 +111,17 @@ def test_generate_text_only_and_cached_decoding(model):
     _, _, _, _, embeds, _ = model.prepare_inputs_labels_for_multimodal(
         torch.tensor([[5]]), None, None, None, None, torch.randn(1, 3, 56, 56))
     assert embeds is None
+
+
+def test_prompt_of_only_the_image_token_is_spliced(model):
+    """The ``plain`` (stage-1) template's prompt is just ``<image>``: one token, not a decode step."""
+    ids = torch.full((3, 1), IMAGE_TOKEN_INDEX)
+    images = torch.randn(3, 3, 56, 56)
+    _, _, _, _, embeds, _ = model.prepare_inputs_labels_for_multimodal(ids, None, None, None, None, images)
+    assert embeds.shape == (3, 16, 64)
+    batched = model.generate(ids, images=images, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert batched.shape == (3, 5)
+    for i in range(3):
+        single = model.generate(ids[i:i + 1], images=images[i:i + 1], max_new_tokens=5, min_new_tokens=5,
+                                do_sample=False)
+        assert batched[i].tolist() == single[0].tolist()

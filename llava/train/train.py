@@ -102,6 +102,19 @@ def _init_distributed(training_args: TrainingArguments) -> None:
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
+def shutdown_distributed() -> None:
+    """Ends a multi-process run cleanly: every rank waits for the others, then leaves the group.
+
+    Without it the ranks exit while the collective backend's threads still run; on 2 CPU
+    processes with gloo a rank then sometimes aborts at exit ("terminate called without an
+    active exception", SIGABRT) after the checkpoint is already written, and the launcher
+    reports the whole run as failed.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 # ------------------------------------------------------------------------------------ model
 
 
@@ -398,3 +411,4 @@ def train(attn_implementation: str | None = None, *, argv: list[str] | None = No
 
 if __name__ == "__main__":
     train()
+    shutdown_distributed()

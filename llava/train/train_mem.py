@@ -6,7 +6,8 @@ runs flash kernels on recent GPUs anyway).
 """
 
 from llava.model.attention import select_attn_implementation
-from llava.train.train import train
+from llava.train.train import shutdown_distributed, train
 
 if __name__ == "__main__":
     train(attn_implementation=select_attn_implementation())
+    shutdown_distributed()

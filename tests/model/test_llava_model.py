@@ -125,3 +125,47 @@ def test_prompt_of_only_the_image_token_is_spliced(model):
         single = model.generate(ids[i:i + 1], images=images[i:i + 1], max_new_tokens=5, min_new_tokens=5,
                                 do_sample=False)
         assert batched[i].tolist() == single[0].tolist()
+
+
+@pytest.mark.parametrize("num_items", [None, 7])
+def test_training_loss_runs_lm_head_only_on_labelled_rows(model, num_items):
+    """Training mode with labels: the loss and every gradient equal those of the full-logits forward
+    (cross-entropy over all rows, computed here by hand), and logits is not materialised."""
+    ids = torch.tensor([[1, 5, IMAGE_TOKEN_INDEX, 7, 8, 0], [1, IMAGE_TOKEN_INDEX, 9, 10, 11, 12]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    labels = ids.clone().masked_fill(ids < 0, IGNORE_INDEX)
+    labels[0, :2] = IGNORE_INDEX  # a prompt without labels
+    labels[0, -1] = IGNORE_INDEX  # padding
+    pixels = torch.randn(2, 3, 56, 56)
+    extra = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
+    model.train()
+
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, images=pixels, **extra)
+    assert out.logits is None
+    grads = torch.autograd.grad(out.loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+
+    model.zero_grad()
+    _, _, attn, _, embeds, full_labels = model.prepare_inputs_labels_for_multimodal(
+        ids, None, mask, None, labels, pixels)
+    logits = model(inputs_embeds=embeds, attention_mask=attn).logits.float()  # no labels: the full path
+    assert logits.shape[1] == embeds.shape[1]
+    target = torch.nn.functional.pad(full_labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
+    ref = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX,
+                                            reduction="mean" if num_items is None else "sum")
+    if num_items is not None:
+        ref = ref / num_items
+    ref_grads = torch.autograd.grad(ref, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+
+    torch.testing.assert_close(out.loss, ref, atol=1e-5, rtol=1e-5)
+    for ours, theirs in zip(grads, ref_grads):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+    assert int(target.ne(IGNORE_INDEX).sum()) == 6  # rows the head ran on: 2 + 4 labelled next tokens
+
+
+def test_eval_mode_with_labels_keeps_full_logits(model):
+    ids = torch.tensor([[1, IMAGE_TOKEN_INDEX, 9, 10]])
+    model.eval()
+    out = model(input_ids=ids, labels=ids.masked_fill(ids < 0, IGNORE_INDEX), images=torch.randn(1, 3, 56, 56))
+    assert out.logits.shape[:2] == (1, 3 + 16) and torch.isfinite(out.loss)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from transformers import LlamaForCausalLM, LlamaModel
 from transformers.generation.utils import GenerateOutput
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaPreTrainedModel
 
+from llava.constants import IGNORE_INDEX
 from llava.model.language_model.configuration_llava import LlavaConfig
 from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
 
@@ -44,13 +46,20 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """Causal-LM forward; ``images`` are spliced at each ``IMAGE_TOKEN_INDEX`` of ``input_ids``."""
+        """Causal-LM forward; ``images`` are spliced at each ``IMAGE_TOKEN_INDEX`` of ``input_ids``.
+
+        In training mode with ``labels``, the LM head runs only at positions whose next token has a
+        label (see :meth:`_labelled_forward`): same loss and gradients, ``logits`` is ``None``.
+        """
         if inputs_embeds is None:
             input_ids, position_ids, attention_mask, past_key_values, inputs_embeds, labels = (
                 self.prepare_inputs_labels_for_multimodal(
                     input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes
                 )
             )
+        if labels is not None and self.training and isinstance(logits_to_keep, int) and logits_to_keep == 0:
+            return self._labelled_forward(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                          labels, use_cache, **kwargs)
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -62,6 +71,27 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+
+    def _labelled_forward(self, input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, labels,
+                          use_cache, **kwargs) -> CausalLMOutputWithPast:
+        """The training forward without the LM head's avoidable work.
+
+        The loss reads the logits only where the next token has a label. Visual tokens, prompts
+        and padding have none, so the full forward spends most of its vocabulary projection (and
+        the float32 softmax over it) on rows the loss ignores: 576 of ~600 rows per sample in a
+        LLaVA-1.5 stage 1. Here the last hidden states are gathered at the labelled positions
+        first, and only those rows go through ``lm_head`` and the same ``loss_function``.
+        """
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                             **kwargs)
+        shift_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+        keep = shift_labels != IGNORE_INDEX
+        logits = self.lm_head(outputs.last_hidden_state[keep])  # (labelled positions, vocab)
+        loss = self.loss_function(logits=logits, labels=None, shift_labels=shift_labels[keep],
+                                  vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=outputs.past_key_values,
+                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     @torch.no_grad()
     def generate(

@@ -6,6 +6,9 @@
 Builds the preset's vision tower (random weights) and one projector (default ``delta``, s=2) on
 their own, times each forward (median of ``--repeats``) and prints the profiler's per-operator
 table. ``--preset 7b --device cpu`` profiles the 7B-shaped delta projector on a CPU.
+
+``--compare-full-tower`` and ``--compare-full-logits`` time a fast path against what ran before it,
+alternating runs in one process so that both see the same machine load.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import torch
 
 from llava.bench.machine import Clock
 from llava.bench.presets import PRESETS, Setting, get_preset
-from llava.bench.speed import llava_config, timed_runs, write_tower_folder
+from llava.constants import IGNORE_INDEX
+from llava.bench.speed import (
+    _prepare_stage, _set_checkpointing, build_model, llava_config, make_inputs, timed_runs, write_tower_folder)
+from llava.model.attention import select_attn_implementation
 from llava.model.multimodal_encoder.builder import build_vision_tower
 from llava.model.multimodal_projector.builder import build_vision_projector, projector_class
 
@@ -90,6 +96,59 @@ def compare_tower_paths(preset, setting: Setting, batch: int, device: torch.devi
     return result
 
 
+def compare_loss_paths(preset, setting: Setting, stage: str, device: torch.device, dtype: torch.dtype,
+                       repeats: int) -> dict:
+    """One training forward + backward (the bench's stage-1 or full stage-2 batch, gradient
+    checkpointing as the preset says) with the LM head on labelled rows only (what
+    ``LlavaLlamaForCausalLM.forward`` does in training) against the full-logits forward of
+    ``LlamaForCausalLM`` (what ran before), alternating runs. Returns median seconds and the speed-up."""
+    from transformers import LlamaForCausalLM
+
+    clock = Clock(device)
+    with tempfile.TemporaryDirectory(prefix="llava_profile_loss_") as tower_dir:
+        write_tower_folder(tower_dir, preset.tower)
+        model = build_model(llava_config(preset, setting, tower_dir), device, dtype,
+                            select_attn_implementation(device, None))
+        model, _ = _prepare_stage(model, stage, preset)
+        batch = make_inputs(model.config, preset, preset.train_batch, device, dtype, seed=1000)
+        if preset.gradient_checkpointing:
+            _set_checkpointing(model, True)
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def labelled() -> None:
+            model(**batch, use_cache=False).loss.backward()
+
+        def full() -> None:
+            _, _, mask, _, embeds, labels = model.prepare_inputs_labels_for_multimodal(
+                batch["input_ids"], None, batch["attention_mask"], None, batch["labels"], batch["images"])
+            LlamaForCausalLM.forward(model, inputs_embeds=embeds, attention_mask=mask, labels=labels,
+                                     use_cache=False).loss.backward()
+
+        def run(fn) -> list[float]:
+            times = timed_runs(fn, 0, 1, clock)
+            for p in params:
+                p.grad = None
+            return times
+
+        run(full), run(labelled)  # warm-up
+        full_t, fast_t = [], []
+        for _ in range(repeats):
+            full_t += run(full)
+            fast_t += run(labelled)
+    labels = batch["labels"]
+    result = {"stage": stage, "batch": preset.train_batch,
+              "sequence_tokens": labels.shape[1] - 1 + model.num_image_tokens(),
+              "labelled_rows": int(labels[:, 1:].ne(IGNORE_INDEX).sum()), "full_logits_s": statistics.median(full_t),
+              "labelled_rows_s": statistics.median(fast_t)}
+    result["speedup"] = result["full_logits_s"] / result["labelled_rows_s"]
+    print(f"{stage} forward + backward ({preset.name} shapes, {setting.projector} s={setting.scale_factor}, batch "
+          f"{result['batch']} x {result['sequence_tokens']} tokens, {result['labelled_rows']} labelled rows, {dtype}): "
+          f"full logits {result['full_logits_s'] * 1e3:.1f} ms, labelled rows only "
+          f"{result['labelled_rows_s'] * 1e3:.1f} ms, {result['speedup']:.3f}x")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m llava.bench.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,12 +164,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--compare-full-tower", action="store_true",
                    help="time the truncated tower against transformers' full forward, alternating runs")
+    p.add_argument("--compare-full-logits", choices=["stage1", "full"], default=None,
+                   help="time a training step's LM head on labelled rows only against full logits, alternating runs")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)
     device = torch.device(args.device or preset.device)
     dtype = getattr(torch, args.dtype or preset.dtype)
+    if args.compare_full_logits:
+        compare_loss_paths(preset, Setting(args.projector, args.scale_factor), args.compare_full_logits, device, dtype,
+                           args.repeats)
+        return
     if args.compare_full_tower:
         compare_tower_paths(preset, Setting(args.projector, args.scale_factor), args.batch, device, dtype, args.repeats)
         return

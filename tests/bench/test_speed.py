@@ -12,7 +12,7 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM
 from llava.bench import report, speed
 from llava.bench.__main__ import build_parser, main
 from llava.bench.presets import BASELINE, PRESETS, Setting, get_preset
-from llava.bench.profile import profile_parts
+from llava.bench.profile import compare_loss_paths, profile_parts
 from llava.model import LlavaConfig
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_projector.builder import build_vision_projector
@@ -195,3 +195,13 @@ def test_profile_runs_at_tiny_size(capsys):
                           dtype=torch.float32, repeats=1, components=("tower", "projector"), rows=5)
     assert times["tower"] > 0 and times["projector"] > 0
     assert "== projector" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stage", ["stage1", "full"])
+def test_compare_loss_paths_runs_at_tiny_size(stage, capsys):
+    result = compare_loss_paths(get_preset("tiny"), Setting("mlp2x_gelu", 1), stage, torch.device("cpu"),
+                                torch.float32, repeats=1)
+    preset = get_preset("tiny")
+    assert result["labelled_rows"] == preset.train_batch * (preset.text_tokens - preset.text_tokens // 3)
+    assert result["full_logits_s"] > 0 and result["labelled_rows_s"] > 0
+    assert "labelled rows only" in capsys.readouterr().out

@@ -144,7 +144,6 @@ def test_training_loss_runs_lm_head_only_on_labelled_rows(model, num_items):
     assert out.logits is None
     grads = torch.autograd.grad(out.loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
 
-    model.zero_grad()
     _, _, attn, _, embeds, full_labels = model.prepare_inputs_labels_for_multimodal(
         ids, None, mask, None, labels, pixels)
     logits = model(inputs_embeds=embeds, attention_mask=attn).logits.float()  # no labels: the full path

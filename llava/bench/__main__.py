@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attn", default=None, choices=["sdpa", "flash_attention_2", "eager"],
                    help="LLM attention backend (default: flash_attention_2 on CUDA when it imports, else sdpa)")
     p.add_argument("--batch-sizes", type=_ints, default=None, help="inference batch sizes, e.g. 1,16")
-    p.add_argument("--text-tokens", type=int, default=None)
+    p.add_argument("--text-tokens", type=int, default=None,
+                   help="text tokens of a prompt and of a stage-2 sample")
+    p.add_argument("--caption-tokens", type=int, default=None,
+                   help="text tokens of a stage-1 sample (a caption in the plain template)")
     p.add_argument("--short-new-tokens", type=int, default=None)
     p.add_argument("--long-new-tokens", type=int, default=None)
     p.add_argument("--train-batch", type=int, default=None)
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("llava.bench").info
     preset = get_preset(args.preset)
     changes = {
-        "batch_sizes": args.batch_sizes, "text_tokens": args.text_tokens, "short_new_tokens": args.short_new_tokens,
+        "batch_sizes": args.batch_sizes, "text_tokens": args.text_tokens, "caption_tokens": args.caption_tokens,
+        "short_new_tokens": args.short_new_tokens,
         "long_new_tokens": args.long_new_tokens, "train_batch": args.train_batch, "warmup": args.warmup,
         "repeats": args.repeats, "long_repeats": args.long_repeats, "train_steps": args.train_steps,
         "stage2": args.stage2, "settings": args.settings, "threads": args.threads,

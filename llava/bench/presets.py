@@ -52,7 +52,11 @@ class Preset:
         delta_layers: ``mm_delta_layers`` for the tower's depth.
         device / dtype: where and in what precision everything runs ("cuda" / "bfloat16", ...).
         text_tokens: text tokens per sample around the one image token (prompt for inference,
-            prompt + answer for training).
+            prompt + answer for a stage-2 training sample; the last two thirds are labelled).
+        caption_tokens: text tokens of a stage-1 sample. Stage 1 uses the ``plain`` template:
+            the image, then the caption, every caption token labelled. LCS-558K's captions are
+            BLIP captions of about 9 words (LAION-COCO's BLIP captions average 8.99 words), about
+            12-14 Llama tokens with the closing newline; 16 rounds that up.
         batch_sizes: inference batch sizes.
         short_new_tokens / long_new_tokens: forced answer lengths (VQA-style / long answer).
         train_batch: samples per training step.
@@ -73,6 +77,7 @@ class Preset:
     device: str = "cpu"
     dtype: str = "float32"
     text_tokens: int = 48
+    caption_tokens: int = 16
     batch_sizes: tuple[int, ...] = (1, 16)
     short_new_tokens: int = 4
     long_new_tokens: int = 128
@@ -147,6 +152,7 @@ PRESETS: dict[str, Preset] = {
                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=512, tie_word_embeddings=False),
         delta_layers="1,2,3",
         text_tokens=8,
+        caption_tokens=4,
         batch_sizes=(1, 2),
         short_new_tokens=2,
         long_new_tokens=6,

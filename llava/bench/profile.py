@@ -22,7 +22,7 @@ import torch
 from llava.bench.machine import Clock
 from llava.bench.presets import PRESETS, Setting, get_preset
 from llava.bench.speed import (
-    _prepare_stage, _set_checkpointing, build_model, llava_config, make_inputs, timed_runs, write_tower_folder)
+    _prepare_stage, _set_checkpointing, build_model, llava_config, timed_runs, training_inputs, write_tower_folder)
 from llava.constants import IGNORE_INDEX
 from llava.model.attention import select_attn_implementation
 from llava.model.multimodal_encoder.builder import build_vision_tower
@@ -110,7 +110,7 @@ def compare_loss_paths(preset, setting: Setting, stage: str, device: torch.devic
         model = build_model(llava_config(preset, setting, tower_dir), device, dtype,
                             select_attn_implementation(device, None))
         model, _ = _prepare_stage(model, stage, preset)
-        batch = make_inputs(model.config, preset, preset.train_batch, device, dtype, seed=1000)
+        batch = training_inputs(model.config, preset, stage, device, dtype)
         if preset.gradient_checkpointing:
             _set_checkpointing(model, True)
         model.train()

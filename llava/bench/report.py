@@ -70,7 +70,9 @@ def markdown(data: dict) -> str:
         f"- Shapes: {data['description']}",
         f"- {data['weights']}",
         f"- Timing: {data['timing']}",
-        f"- Text: {settings['text_tokens']} text tokens + 1 image per sample; short answers "
+        f"- Text: {settings['text_tokens']} text tokens + 1 image per prompt and per stage-2 sample, "
+        f"{settings.get('caption_tokens', settings['text_tokens'])} caption tokens + 1 image per stage-1 sample "
+        f"(plain template); short answers "
         f"{settings['short_new_tokens']} new tokens, long answers {settings['long_new_tokens']} (forced length); "
         f"training batch {settings['train_batch']}, AdamW, gradient checkpointing "
         f"{'on' if settings['gradient_checkpointing'] else 'off'}",

@@ -122,20 +122,24 @@ def build_model(config: LlavaConfig, device: torch.device, dtype: torch.dtype, a
 
 
 def make_inputs(config: LlavaConfig, preset: Preset, batch: int, device: torch.device, dtype: torch.dtype,
-                seed: int = 0) -> dict:
-    """``batch`` samples: BOS, one image token, ``text_tokens`` random text tokens; labels on the
-    last two thirds of the text (the "answer"), as a supervised sample has them.
+                seed: int = 0, *, caption: bool = False) -> dict:
+    """``batch`` samples: BOS, one image token, then text.
+
+    Default (a prompt, or a stage-2 sample): ``text_tokens`` random tokens, labels on the last
+    two thirds (the "answer"). ``caption=True`` (a stage-1 sample in the ``plain`` template):
+    ``caption_tokens`` random tokens, every one labelled.
 
     Returns:
         dict with input_ids [B, 2 + T], attention_mask, labels and images [B, 3, S, S].
     """
     gen = torch.Generator().manual_seed(seed)
-    T, size = preset.text_tokens, preset.tower["image_size"]
+    T = preset.caption_tokens if caption else preset.text_tokens
+    size = preset.tower["image_size"]
     ids = torch.randint(2, config.vocab_size, (batch, 2 + T), generator=gen)
     ids[:, 0] = BOS_ID
     ids[:, 1] = IMAGE_TOKEN_INDEX
     labels = ids.clone()
-    labels[:, : 2 + T // 3] = IGNORE_INDEX
+    labels[:, : 2 if caption else 2 + T // 3] = IGNORE_INDEX
     images = torch.randn(batch, 3, size, size, generator=gen)
     return {
         "input_ids": ids.to(device),
@@ -143,6 +147,12 @@ def make_inputs(config: LlavaConfig, preset: Preset, batch: int, device: torch.d
         "labels": labels.to(device),
         "images": images.to(device=device, dtype=dtype),
     }
+
+
+def training_inputs(config: LlavaConfig, preset: Preset, stage: str, device: torch.device,
+                    dtype: torch.dtype) -> dict:
+    """The training batch of ``stage``: captions for "stage1", chats (``text_tokens``) otherwise."""
+    return make_inputs(config, preset, preset.train_batch, device, dtype, seed=1000, caption=stage == "stage1")
 
 
 def parameter_counts(model) -> dict:
@@ -337,7 +347,7 @@ def measure_training(model, preset: Preset, stage: str, lr: float, device: torch
     the model is returned because LoRA wraps it."""
     model, what = _prepare_stage(model, stage, preset)
     params = [p for p in model.parameters() if p.requires_grad]
-    batch = make_inputs(model.config, preset, preset.train_batch, device, dtype, seed=1000)
+    batch = training_inputs(model.config, preset, stage, device, dtype)
     if preset.gradient_checkpointing:
         _set_checkpointing(model, True)
     model.train()
@@ -365,7 +375,7 @@ def measure_training(model, preset: Preset, stage: str, lr: float, device: torch
         "trainable": what,
         "trainable_params": sum(p.numel() for p in params),
         "batch": preset.train_batch,
-        "sequence_tokens": preset.text_tokens + 1 + model.num_image_tokens(),
+        "sequence_tokens": batch["input_ids"].shape[1] - 1 + model.num_image_tokens(),
         "step_s": step_s,
         "samples_per_s": preset.train_batch / step_s,
         "peak_memory_mib": peak,

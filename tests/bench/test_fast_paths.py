@@ -81,3 +81,37 @@ def test_truncated_tower_matches_in_bf16_and_under_gradient_checkpointing(deep_t
     features.levels.sum().backward()
     assert tower.vision_tower.encoder.layers[0].mlp.fc1.weight.grad is not None
     assert tower.vision_tower.encoder.layers[5].mlp.fc1.weight.grad is None  # never run
+
+
+def test_frozen_tower_builds_no_graph_under_gradient_checkpointing(tmp_path):
+    """Stage 1 as the recipes run it (gradient checkpointing + enable_input_require_grads, which
+    hooks the tower's patch embedding too): the frozen tower's outputs carry no graph, so no tower
+    layer is recomputed or back-propagated through, and the projector still gets its gradients."""
+    from llava.bench.presets import Setting, get_preset
+    from llava.bench.speed import _prepare_stage, _set_checkpointing, build_model, llava_config, training_inputs
+    from llava.bench.speed import write_tower_folder
+
+    preset = get_preset("tiny")
+    write_tower_folder(str(tmp_path), preset.tower)
+    model = build_model(llava_config(preset, Setting("delta", 2), str(tmp_path)), torch.device("cpu"),
+                        torch.float32, "sdpa")
+    model, _ = _prepare_stage(model, "stage1", preset)
+    _set_checkpointing(model, True)
+    model.enable_input_require_grads()  # what llava/train/train.py does with --gradient_checkpointing True
+    model.train()
+    batch = training_inputs(model.config, preset, "stage1", torch.device("cpu"), torch.float32)
+    tower = model.get_vision_tower()
+    features = tower(batch["images"])
+    assert not features.patch.requires_grad and not features.levels.requires_grad
+    tower_calls = []
+    hooks = [layer.register_full_backward_hook(lambda m, gi, go: tower_calls.append(m))
+             for layer in tower.vision_tower.encoder.layers]
+    model(**batch, use_cache=False).loss.backward()
+    for hook in hooks:
+        hook.remove()
+    assert tower_calls == []
+    projector = model.get_model().mm_projector
+    assert all(p.grad is not None for p in projector.parameters())
+    # Unfrozen (--unfreeze_mm_vision_tower), the tower builds its graph again.
+    tower.vision_tower.requires_grad_(True)
+    assert tower(batch["images"]).patch.requires_grad

@@ -63,7 +63,8 @@ def test_tiny_run_has_every_setting_and_measurement(tiny_run):
         for stage in ("stage1", "stage2"):
             tr = res["training"][stage]
             assert tr["samples_per_s"] > 0 and tr["peak_memory_mib"] > 0
-            assert tr["sequence_tokens"] == 8 + 1 + res["visual_tokens"]
+            text = 4 if stage == "stage1" else 8  # tiny preset: caption_tokens, text_tokens
+            assert tr["sequence_tokens"] == text + 1 + res["visual_tokens"]
         assert res["training"]["stage2"]["mode"] == "full"  # fits easily on a CPU
         assert res["training"]["stage1"]["trainable_params"] == res["params"]["projector"]
         assert res["training"]["stage2"]["trainable_params"] == res["params"]["llm"] + res["params"]["projector"]
@@ -202,6 +203,8 @@ def test_compare_loss_paths_runs_at_tiny_size(stage, capsys):
     result = compare_loss_paths(get_preset("tiny"), Setting("mlp2x_gelu", 1), stage, torch.device("cpu"),
                                 torch.float32, repeats=1)
     preset = get_preset("tiny")
-    assert result["labelled_rows"] == preset.train_batch * (preset.text_tokens - preset.text_tokens // 3)
+    # Stage 1 trains on captions (all labelled), stage 2 on chats (last two thirds labelled).
+    labelled = preset.caption_tokens if stage == "stage1" else preset.text_tokens - preset.text_tokens // 3
+    assert result["labelled_rows"] == preset.train_batch * labelled
     assert result["full_logits_s"] > 0 and result["labelled_rows_s"] > 0
     assert "labelled rows only" in capsys.readouterr().out

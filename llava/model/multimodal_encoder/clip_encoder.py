@@ -156,7 +156,14 @@ class CLIPVisionTower(nn.Module):
         Returns:
             VisionFeatures with patch [B, N, C] and levels [B, h*w, L*C] (or None).
         """
-        states = self.hidden_states(images)
+        # A frozen tower builds no autograd graph (upstream decorates this forward with no_grad).
+        # That matters under gradient checkpointing: transformers' enable_input_require_grads hooks
+        # the input embeddings of every sub-model, this tower's patch embedding included, and every
+        # tower activation would then require grad -- the frozen tower recomputed and
+        # back-propagated through at each training step, for gradients nobody reads.
+        trainable = any(p.requires_grad for p in self.vision_tower.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
+            states = self.hidden_states(images)
         patch = states[self.select_layer]
         if self.select_feature == "patch":
             patch = patch[:, 1:]

@@ -8,7 +8,10 @@ their own, times each forward (median of ``--repeats``) and prints the profiler'
 table. ``--preset 7b --device cpu`` profiles the 7B-shaped delta projector on a CPU.
 
 ``--compare-full-tower`` and ``--compare-full-logits`` time a fast path against what ran before it,
-alternating runs in one process so that both see the same machine load.
+alternating runs in one process so that both see the same machine load. ``--compare-ttft`` does the
+same for the time to first token of every setting of the preset (the main benchmark measures each
+setting in its own process, one after the other, so a busy minute on a shared machine lands on one
+setting only).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import torch
 from llava.bench.machine import Clock
 from llava.bench.presets import PRESETS, Setting, get_preset
 from llava.bench.speed import (
-    _prepare_stage, _set_checkpointing, build_model, llava_config, timed_runs, training_inputs, write_tower_folder)
+    _prepare_stage, _set_checkpointing, build_model, llava_config, make_inputs, timed_generate, timed_runs, training_inputs,
+    write_tower_folder)
 from llava.constants import IGNORE_INDEX
 from llava.model.attention import select_attn_implementation
 from llava.model.multimodal_encoder.builder import build_vision_tower
@@ -149,6 +153,41 @@ def compare_loss_paths(preset, setting: Setting, stage: str, device: torch.devic
     return result
 
 
+def compare_ttft(preset, settings, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
+    """Time to first token of every setting, measured round-robin in one process.
+
+    Each round generates once with every model (same prompt layout, ``short_new_tokens`` new
+    tokens), so machine load spreads evenly over the settings. Returns
+    ``{label: {"ttft_s": median, "runs_s": [...], "speedup": baseline / median}}``; the baseline is
+    the first setting.
+    """
+    clock = Clock(device)
+    with tempfile.TemporaryDirectory(prefix="llava_profile_ttft_") as tower_dir:
+        write_tower_folder(tower_dir, preset.tower)
+        attn = select_attn_implementation(device, None)
+        models, inputs = {}, {}
+        for setting in settings:
+            model = build_model(llava_config(preset, setting, tower_dir), device, dtype, attn)
+            label = setting.label(model.num_image_tokens())
+            models[label] = model
+            inputs[label] = make_inputs(model.config, preset, batch, device, dtype, seed=batch)
+        runs: dict[str, list[float]] = {label: [] for label in models}
+        for label, model in models.items():  # warm-up
+            timed_generate(model, inputs[label], preset.short_new_tokens, clock)
+        for _ in range(repeats):
+            for label, model in models.items():
+                runs[label].append(timed_generate(model, inputs[label], preset.short_new_tokens, clock)["ttft"])
+    base = statistics.median(next(iter(runs.values())))
+    result = {}
+    print(f"time to first token, batch {batch}, {repeats} rounds over all settings ({dtype}):")
+    for label, times in runs.items():
+        median = statistics.median(times)
+        result[label] = {"ttft_s": median, "runs_s": times, "speedup": base / median}
+        print(f"  {label:<18} {median * 1e3:9.1f} ms  {base / median:5.2f}x  "
+              f"(runs: {', '.join(f'{t * 1e3:.0f}' for t in times)} ms)")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m llava.bench.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,12 +205,17 @@ def main(argv: list[str] | None = None) -> None:
                    help="time the truncated tower against transformers' full forward, alternating runs")
     p.add_argument("--compare-full-logits", choices=["stage1", "full"], default=None,
                    help="time a training step's LM head on labelled rows only against full logits, alternating runs")
+    p.add_argument("--compare-ttft", action="store_true",
+                   help="time to first token of every setting of the preset, round-robin in one process")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)
     device = torch.device(args.device or preset.device)
     dtype = getattr(torch, args.dtype or preset.dtype)
+    if args.compare_ttft:
+        compare_ttft(preset, preset.settings, args.batch, device, dtype, args.repeats)
+        return
     if args.compare_full_logits:
         compare_loss_paths(preset, Setting(args.projector, args.scale_factor), args.compare_full_logits, device, dtype,
                            args.repeats)

@@ -12,7 +12,7 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM
 from llava.bench import report, speed
 from llava.bench.__main__ import build_parser, main
 from llava.bench.presets import BASELINE, PRESETS, Setting, get_preset
-from llava.bench.profile import compare_loss_paths, profile_parts
+from llava.bench.profile import compare_loss_paths, compare_ttft, profile_parts
 from llava.model import LlavaConfig
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_projector.builder import build_vision_projector
@@ -208,3 +208,14 @@ def test_compare_loss_paths_runs_at_tiny_size(stage, capsys):
     assert result["labelled_rows"] == preset.train_batch * labelled
     assert result["full_logits_s"] > 0 and result["labelled_rows_s"] > 0
     assert "labelled rows only" in capsys.readouterr().out
+
+
+def test_compare_ttft_runs_round_robin_at_tiny_size(capsys):
+    preset = get_preset("tiny")
+    result = compare_ttft(preset, preset.settings[:3], batch=1, device=torch.device("cpu"), dtype=torch.float32,
+                          repeats=2)
+    assert list(result) == ["mlp2x_gelu@144", "avgpool@36", "delta@36"]
+    for entry in result.values():
+        assert len(entry["runs_s"]) == 2 and entry["ttft_s"] > 0
+    assert result["mlp2x_gelu@144"]["speedup"] == 1.0
+    assert "round" in capsys.readouterr().out

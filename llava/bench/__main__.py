@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = get_preset(args.preset)
     changes = {
         "batch_sizes": args.batch_sizes, "text_tokens": args.text_tokens, "caption_tokens": args.caption_tokens,
-        "short_new_tokens": args.short_new_tokens,
-        "long_new_tokens": args.long_new_tokens, "train_batch": args.train_batch, "warmup": args.warmup,
+        "short_new_tokens": args.short_new_tokens, "long_new_tokens": args.long_new_tokens,
+        "train_batch": args.train_batch, "warmup": args.warmup,
         "repeats": args.repeats, "long_repeats": args.long_repeats, "train_steps": args.train_steps,
         "stage2": args.stage2, "settings": args.settings, "threads": args.threads,
     }

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llava.bench.presets import Setting, get_preset
+from llava.bench.speed import (
+    _prepare_stage, _set_checkpointing, build_model, llava_config, training_inputs, write_tower_folder)
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from tests.conftest import make_tower
 
@@ -87,10 +90,6 @@ def test_frozen_tower_builds_no_graph_under_gradient_checkpointing(tmp_path):
     """Stage 1 as the recipes run it (gradient checkpointing + enable_input_require_grads, which
     hooks the tower's patch embedding too): the frozen tower's outputs carry no graph, so no tower
     layer is recomputed or back-propagated through, and the projector still gets its gradients."""
-    from llava.bench.presets import Setting, get_preset
-    from llava.bench.speed import _prepare_stage, _set_checkpointing, build_model, llava_config, training_inputs
-    from llava.bench.speed import write_tower_folder
-
     preset = get_preset("tiny")
     write_tower_folder(str(tmp_path), preset.tower)
     model = build_model(llava_config(preset, Setting("delta", 2), str(tmp_path)), torch.device("cpu"),

@@ -2,9 +2,9 @@
 
 LLaVA starts from a pretrained CLIP; none can be downloaded here, so the quickstart first teaches
 a small ``CLIPVisionModel`` to see colour, shape, position, count and rendered words by
-classifying them (one linear head per attribute, fed by the CLS token and the mean patch token of
-the layer LLaVA reads, ``mm_vision_select_layer``). The tower is then saved as an ordinary local
-vision-tower folder and kept frozen by LLaVA's recipe, exactly like CLIP.
+classifying them (one linear head per attribute, fed by the patch tokens of the layer LLaVA reads,
+``mm_vision_select_layer``). The tower is then saved as an ordinary local vision-tower folder and
+kept frozen by LLaVA's recipe, exactly like CLIP.
 """
 
 from __future__ import annotations

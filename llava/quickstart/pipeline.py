@@ -57,6 +57,18 @@ class QuickstartConfig:
     eval_batch_size: int = 16
     model_max_length: int = 256
     threads: int | None = None
+    # "bf16": stages 1 and 2 run with --bf16 (frozen weights in bf16, trainable ones fp32 under
+    # autocast); "auto" picks it when the CPU has native bf16 (AVX512-BF16 or AMX), else fp32.
+    # Measured on this project's 2-core AMD EPYC: a delta stage 1 of 100 steps 217 s -> 135 s,
+    # its stage 2 of 20 steps 370 s -> 160 s.
+    precision: str = "auto"
+
+    def resolved_precision(self) -> str:
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if cpu_has_native_bf16() else "fp32"
 
     def stage2_learning_rate(self) -> float:
         if self.stage2_lr is not None:
@@ -66,6 +78,16 @@ class QuickstartConfig:
     def data_config(self) -> synthetic.SyntheticConfig:
         return synthetic.SyntheticConfig(num_stage1=self.num_stage1, num_stage2=self.num_stage2,
                                          num_eval=self.num_eval, image_size=self.tower.image_size, seed=self.seed)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (oneDNN's check: AVX512-BF16 or AMX)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _log(message: str) -> None:
@@ -130,6 +152,8 @@ def train_args(cfg: QuickstartConfig, projector: str, stage: int, llm: str, data
         "--seed", str(cfg.seed),
         "--use_cpu", "True",
     ]
+    if cfg.resolved_precision() == "bf16":
+        args += ["--bf16", "True"]
     if projector in ("delta", "avgpool"):
         args += ["--scale_factor", str(cfg.scale_factor)]
     if projector == "delta":
@@ -208,6 +232,8 @@ def run(cfg: QuickstartConfig) -> dict:
         os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
         torch.set_num_threads(cfg.threads)
     _log("embedded LLM: SmolLM2-135M-Instruct" if cfg.llm is None else f"LLM: {cfg.llm}")
+    _log(f"training precision: {cfg.resolved_precision()}"
+         + (" (this CPU does bf16 natively)" if cfg.precision == "auto" and cfg.resolved_precision() == "bf16" else ""))
     llm = cfg.llm or prepare_embedded_llm()
     data = out / "data"
     _log(f"synthetic data: {cfg.num_stage1} captions, {cfg.num_stage2} instructions, {cfg.num_eval} eval questions")
@@ -236,6 +262,7 @@ def run(cfg: QuickstartConfig) -> dict:
 def _settings(cfg: QuickstartConfig) -> dict:
     settings = asdict(cfg)
     settings["projectors"] = list(cfg.projectors)
+    settings["precision"] = cfg.resolved_precision()
     return settings
 
 
@@ -256,7 +283,8 @@ def format_table(report: dict) -> str:
             if r is not base:
                 lines.append(f"stage-1 time per sample, mlp2x_gelu / {r['projector']}: "
                              f"{base['stage1_seconds_per_sample'] / r['stage1_seconds_per_sample']:.2f}x")
-    lines.append(f"total wall time: {report['total_seconds'] / 60:.1f} min")
+    lines.append(f"training precision: {report['settings'].get('precision', 'fp32')}; "
+                 f"total wall time: {report['total_seconds'] / 60:.1f} min")
     return "\n".join(lines)
 
 
@@ -282,7 +310,7 @@ def chart(report: dict, path: Path) -> None:
     ax2.bar(names, [r["stage2_seconds"] for r in results], bottom=[r["stage1_seconds"] for r in results],
             label="stage 2")
     ax2.set_ylabel("seconds")
-    ax2.set_title("training time (2-core CPU)")
+    ax2.set_title(f"training time ({report['settings'].get('precision', 'fp32')})")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -304,6 +332,8 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
                    help="stage 2 as full finetuning of the LLM (default; cheaper than LoRA on a CPU) or LoRA + merge")
     for name in ("stage1_lr", "stage2_lr"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+                   help="training precision of stages 1 and 2 (default auto: bf16 where the CPU does it natively)")
     p.add_argument("--delta-layers", default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--stage0-steps", type=int, default=None)
@@ -320,7 +350,7 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         cfg.projectors = tuple(x.strip() for x in args.projectors.split(","))
     for name in ("num_stage1", "num_stage2", "num_eval", "stage1_steps", "stage2_steps", "batch_size",
                  "eval_batch_size", "scale_factor", "model_max_length", "seed", "threads", "stage1_lr", "stage2_lr",
-                 "delta_layers", "stage2_mode"):
+                 "delta_layers", "stage2_mode", "precision"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.image_size is not None:

@@ -78,6 +78,9 @@ class TrainingArguments(transformers.TrainingArguments):
     group_by_modality_length: bool = field(default=False)
     # New here.
     mm_vision_tower_lr: float | None = field(default=None, metadata={"help": "with --unfreeze_mm_vision_tower"})
+    fp32_master_weights: bool = field(default=True, metadata={
+        "help": "with --bf16 and no DeepSpeed: keep the trainable parameters in fp32 and run bf16 as autocast "
+                "(frozen weights stay bf16); False trains bf16 weights in place, as upstream does"})
     # transformers 5 renamed these; upstream recipes still pass the old names.
     evaluation_strategy: str | None = field(default=None, metadata={"help": "alias of --eval_strategy"})
     warmup_ratio: float | None = field(default=None, metadata={"help": "alias: --warmup_steps with a value < 1"})

@@ -229,6 +229,32 @@ def add_vision_modules(model, model_args: ModelArguments, data_args: DataArgumen
     llava.initialize_vision_tokenizer(model_args, tokenizer)
 
 
+def keep_trainable_fp32(model, training_args: TrainingArguments) -> int:
+    """Mixed precision without DeepSpeed: casts the trainable parameters of a bf16 model to fp32.
+
+    Under ``--bf16`` the model loads in bf16, as upstream. DeepSpeed then keeps fp32 master weights;
+    the plain Trainer does not, and AdamW would update the bf16 weights in place, losing every
+    update below bf16's resolution (about 0.4% of a weight). With fp32 trainable parameters the
+    Trainer's bf16 autocast does the arithmetic in bf16 while the updates accumulate in fp32; frozen
+    weights (the LLM in stage 1, the tower, a LoRA base) stay bf16 and cost nothing extra.
+
+    Returns:
+        The number of parameters cast (0 when it does not apply: fp32 or fp16 training, DeepSpeed,
+        a quantized LLM, or ``--fp32_master_weights False``).
+    """
+    if not (training_args.bf16 and training_args.fp32_master_weights and not training_args.deepspeed
+            and training_args.bits == 16):
+        return 0
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            cast += param.numel()
+    if cast:
+        logger.info("bf16 autocast with fp32 master weights: %.2fM trainable parameters kept in fp32", cast / 1e6)
+    return cast
+
+
 def record_training_settings(config: LlavaConfig, model_args: ModelArguments, data_args: DataArguments,
                              training_args: TrainingArguments, tokenizer) -> None:
     """Copies every LLaVA config key given on the command line into the config (keys and their
@@ -382,6 +408,7 @@ def train(attn_implementation: str | None = None, *, argv: list[str] | None = No
         num_image_tokens = llava.num_image_tokens()
         image_processor = llava.get_vision_tower().image_processor
     record_training_settings(llava.config, model_args, data_args, training_args, tokenizer)
+    keep_trainable_fp32(model, training_args)
     _log_model_summary(model, num_image_tokens)
 
     data_module = make_supervised_data_module(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from llava.quickstart.pipeline import parse_args, run
+from llava.quickstart.pipeline import QuickstartConfig, cpu_has_native_bf16, parse_args, run, train_args
 from tests.conftest import TINY_LLM
 
 
@@ -45,3 +45,19 @@ def test_fast_pipeline_with_compare(tmp_path, tiny_chatml_llm, capsys):
     assert "python -m llava.serve.gradio_web_server --model-path" in printed
     # the trained tower is an ordinary local vision-tower folder
     assert (out / "vision_tower" / "config.json").is_file() and (out / "vision_tower" / "model.safetensors").is_file()
+
+
+def test_precision_reaches_both_training_stages(tmp_path):
+    def stage_args(cfg, stage):
+        return train_args(cfg, "delta", stage, "llm", tmp_path / "data", tmp_path / "tower", tmp_path / "out",
+                          tmp_path / "stage1")
+
+    bf16 = parse_args(["--precision", "bf16"])
+    assert all("--bf16" in stage_args(bf16, s) for s in (1, 2))
+    assert stage_args(bf16, 1)[stage_args(bf16, 1).index("--bf16") + 1] == "True"
+    fp32 = parse_args(["--precision", "fp32"])
+    assert not any("--bf16" in stage_args(fp32, s) for s in (1, 2))
+    auto = parse_args([])
+    assert auto.resolved_precision() == ("bf16" if cpu_has_native_bf16() else "fp32")
+    with pytest.raises(ValueError, match="precision must be auto, bf16 or fp32, got 'fp8'"):
+        QuickstartConfig(precision="fp8").resolved_precision()

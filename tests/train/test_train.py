@@ -174,6 +174,37 @@ def test_qlora_step_keeps_the_projector_unquantized(tmp_path, llama_base, train_
     assert generated.shape == (1, 3)
 
 
+class LLMWeightAtStart(TrainerCallback):
+    """Records one LLM weight when training begins."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.weight = model.get_model().layers[0].mlp.down_proj.weight.detach().clone()
+
+
+@pytest.mark.parametrize("master", [True, False])
+def test_bf16_without_deepspeed_keeps_fp32_master_weights(tmp_path, llama_base, train_tower, tiny_data, master):
+    out = tmp_path / "bf16"
+    start = LLMWeightAtStart()
+    # lr 1e-6: each AdamW update is ~1e-6, far below bf16's resolution for weights of ~1e-2
+    trainer = train(argv=common_args(out, llama_base, train_tower, tiny_data["stage2"], tiny_data["image_folder"],
+                                     version="v1", mm_projector_type="delta", scale_factor=2, bf16=True,
+                                     fp32_master_weights=master, learning_rate="1e-6", max_steps=2),
+                    callbacks=[start])
+    model = trainer.model
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and {p.dtype for p in trainable} == {torch.float32 if master else torch.bfloat16}
+    assert {p.dtype for p in model.get_vision_tower().parameters()} == {torch.bfloat16}  # frozen: stays bf16
+    assert start.weight.dtype == (torch.float32 if master else torch.bfloat16)
+    changed = (model.get_model().layers[0].mlp.down_proj.weight != start.weight).float().mean().item()
+    if master:
+        assert changed > 0.9  # the small updates accumulate in fp32
+    else:
+        assert changed < 0.05  # in bf16 they round away, as upstream's non-DeepSpeed bf16 run does
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
+    _, generated = _generate(out)
+    assert generated.shape == (1, 3)
+
+
 def test_unfrozen_vision_tower_gets_its_own_learning_rate(tmp_path, llama_base, train_tower, tiny_data):
     trainer = train(argv=common_args(tmp_path / "out", llama_base, train_tower, tiny_data["stage1"],
                                      tiny_data["image_folder"], version="plain", tune_mm_mlp_adapter=True,

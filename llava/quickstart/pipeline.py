@@ -58,10 +58,11 @@ class QuickstartConfig:
     model_max_length: int = 256
     threads: int | None = None
     # "bf16": stages 1 and 2 run with --bf16 (frozen weights in bf16, trainable ones fp32 under
-    # autocast); "auto" picks it when the CPU has native bf16 (AVX512-BF16 or AMX), else fp32.
-    # Measured on this project's 2-core AMD EPYC: a delta stage 1 of 100 steps 217 s -> 135 s,
-    # its stage 2 of 20 steps 370 s -> 160 s.
-    precision: str = "auto"
+    # autocast); "auto": bf16 when the CPU does bf16 natively (AVX512-BF16 or AMX), else fp32.
+    # Measured on this project's 2-core AMD EPYC (docs/quickstart/README.md): the default run
+    # 9.9 -> 7.6 min with the same delta accuracy, but in the --compare run avgpool's stage 1
+    # diverged in bf16, so fp32 stays the default.
+    precision: str = "fp32"
 
     def resolved_precision(self) -> str:
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -232,8 +233,9 @@ def run(cfg: QuickstartConfig) -> dict:
         os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
         torch.set_num_threads(cfg.threads)
     _log("embedded LLM: SmolLM2-135M-Instruct" if cfg.llm is None else f"LLM: {cfg.llm}")
-    _log(f"training precision: {cfg.resolved_precision()}"
-         + (" (this CPU does bf16 natively)" if cfg.precision == "auto" and cfg.resolved_precision() == "bf16" else ""))
+    _log(f"training precision: {cfg.resolved_precision()}" + (
+        f" (auto: this CPU {'does' if cpu_has_native_bf16() else 'does not do'} bf16 natively)"
+        if cfg.precision == "auto" else ""))
     llm = cfg.llm or prepare_embedded_llm()
     data = out / "data"
     _log(f"synthetic data: {cfg.num_stage1} captions, {cfg.num_stage2} instructions, {cfg.num_eval} eval questions")
@@ -332,8 +334,9 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
                    help="stage 2 as full finetuning of the LLM (default; cheaper than LoRA on a CPU) or LoRA + merge")
     for name in ("stage1_lr", "stage2_lr"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=None)
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
-                   help="training precision of stages 1 and 2 (default auto: bf16 where the CPU does it natively)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
+                   help="training precision of stages 1 and 2 (default fp32; auto: bf16 where the CPU does it "
+                        "natively, about 1.3x faster overall)")
     p.add_argument("--delta-layers", default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--stage0-steps", type=int, default=None)

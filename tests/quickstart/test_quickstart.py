@@ -57,7 +57,23 @@ def test_precision_reaches_both_training_stages(tmp_path):
     assert stage_args(bf16, 1)[stage_args(bf16, 1).index("--bf16") + 1] == "True"
     fp32 = parse_args(["--precision", "fp32"])
     assert not any("--bf16" in stage_args(fp32, s) for s in (1, 2))
-    auto = parse_args([])
+    assert parse_args([]).resolved_precision() == "fp32"
+    auto = parse_args(["--precision", "auto"])
     assert auto.resolved_precision() == ("bf16" if cpu_has_native_bf16() else "fp32")
     with pytest.raises(ValueError, match="precision must be auto, bf16 or fp32, got 'fp8'"):
         QuickstartConfig(precision="fp8").resolved_precision()
+
+
+def test_fast_pipeline_in_bf16(tmp_path, tiny_chatml_llm, capsys):
+    out = tmp_path / "quickstart_bf16"
+    report = run(parse_args(["--fast", "--projectors", "delta", "--precision", "bf16", "--out", str(out),
+                             "--llm", tiny_chatml_llm]))
+    assert report["settings"]["precision"] == "bf16"
+    (result,) = report["results"]
+    assert result["projector"] == "delta" and result["visual_tokens"] == 4
+    for stage in ("stage1", "stage2"):  # --fast finetunes with LoRA, then merges
+        log = (out / "delta" / f"{stage}.log").read_text()
+        assert "--bf16 True" in log.splitlines()[0] and "trainable parameters kept in fp32" in log
+    answers = (out / "delta" / "answers.jsonl").read_text().splitlines()
+    assert len(answers) == 10
+    assert "training precision: bf16" in capsys.readouterr().out

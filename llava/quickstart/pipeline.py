@@ -60,8 +60,8 @@ class QuickstartConfig:
     # "bf16": stages 1 and 2 run with --bf16 (frozen weights in bf16, trainable ones fp32 under
     # autocast); "auto": bf16 when the CPU does bf16 natively (AVX512-BF16 or AMX), else fp32.
     # Measured on this project's 2-core AMD EPYC (docs/quickstart/README.md): the default run
-    # 9.9 -> 7.6 min with the same delta accuracy, but in the --compare run avgpool's stage 1
-    # diverged in bf16, so fp32 stays the default.
+    # 9.9 -> 7.6 min with the same delta accuracy; avgpool's stage 1 diverged in the bf16 --compare
+    # run (other seeds show bad starts in fp32 too). fp32 stays the default.
     precision: str = "fp32"
 
     def resolved_precision(self) -> str:

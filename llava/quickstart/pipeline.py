@@ -233,9 +233,7 @@ def run(cfg: QuickstartConfig) -> dict:
         os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
         torch.set_num_threads(cfg.threads)
     _log("embedded LLM: SmolLM2-135M-Instruct" if cfg.llm is None else f"LLM: {cfg.llm}")
-    _log(f"training precision: {cfg.resolved_precision()}" + (
-        f" (auto: this CPU {'does' if cpu_has_native_bf16() else 'does not do'} bf16 natively)"
-        if cfg.precision == "auto" else ""))
+    _log(f"training precision: {cfg.resolved_precision()}" + (" (auto)" if cfg.precision == "auto" else ""))
     llm = cfg.llm or prepare_embedded_llm()
     data = out / "data"
     _log(f"synthetic data: {cfg.num_stage1} captions, {cfg.num_stage2} instructions, {cfg.num_eval} eval questions")

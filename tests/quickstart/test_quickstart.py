@@ -53,8 +53,9 @@ def test_precision_reaches_both_training_stages(tmp_path):
                           tmp_path / "stage1")
 
     bf16 = parse_args(["--precision", "bf16"])
-    assert all("--bf16" in stage_args(bf16, s) for s in (1, 2))
-    assert stage_args(bf16, 1)[stage_args(bf16, 1).index("--bf16") + 1] == "True"
+    for stage in (1, 2):
+        args = stage_args(bf16, stage)
+        assert args[args.index("--bf16") + 1] == "True"
     fp32 = parse_args(["--precision", "fp32"])
     assert not any("--bf16" in stage_args(fp32, s) for s in (1, 2))
     assert parse_args([]).resolved_precision() == "fp32"

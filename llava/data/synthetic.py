@@ -133,7 +133,7 @@ _NOUNS = {
 }
 _PLURAL_NOUNS = {"shapes", "objects", "letters"}
 
-_SPLIT_CODES = {"stage1": 1, "stage2": 2, "eval": 3, "text": 4}
+_SPLIT_CODES = {"stage1": 1, "stage2": 2, "eval": 3, "text": 4, "stage0": 5}
 
 
 @dataclass
@@ -405,6 +405,27 @@ def _text_only(rng: np.random.Generator) -> tuple[str, str]:
 def stage0_labels(attrs: Mapping[str, str]) -> dict[str, int]:
     """Per-question-type class indices into :data:`VOCAB`; ``IGNORE_LABEL`` where not applicable."""
     return {q: VOCAB[q].index(attrs[q]) if q in attrs else IGNORE_LABEL for q in QUESTION_TYPES}
+
+
+def stage0_batch(start: int, count: int, config: SyntheticConfig | None = None
+                 ) -> tuple[list[Image.Image], list[dict[str, int]]]:
+    """Fresh labelled images for pretraining a vision tower on more images than the dataset holds.
+
+    Images ``start .. start + count - 1`` of the ``stage0`` split: drawn like the dataset's images
+    (same size, kinds, noise and seed as ``config``), never written to disk, and disjoint from
+    the stage-1, stage-2 and eval images. The same arguments give the same images.
+
+    Returns:
+        ``(images, labels)``: RGB images and their :func:`stage0_labels`.
+    """
+    cfg = config or SyntheticConfig()
+    images, labels = [], []
+    for i in range(start, start + count):
+        rng = _rng(cfg.seed, "stage0", i)
+        attrs = sample_attributes(rng, _kind(rng, cfg.kind_weights))
+        images.append(render_image(attrs, cfg.image_size, rng, cfg.noise_std)[0])
+        labels.append(stage0_labels(attrs))
+    return images, labels
 
 
 def class_labels(meta: Mapping[str, Any] | str | Path | None = None) -> dict[str, list[str]]:

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from llava.data import synthetic
@@ -240,7 +240,8 @@ def run(cfg: QuickstartConfig) -> dict:
     synthetic.generate(data, cfg.data_config())
     _log(f"stage 0: vision tower ({cfg.tower.num_layers} layers, {cfg.tower.hidden_size} wide, "
          f"{cfg.tower.image_size} px), {cfg.tower.steps} steps of attribute classification")
-    stage0 = pretrain_tower(data, out / "vision_tower", cfg.tower)
+    tower_config = replace(cfg.tower, bf16=cfg.resolved_precision() == "bf16")
+    stage0 = pretrain_tower(data, out / "vision_tower", tower_config)
     _log(f"stage 0 held-out attribute accuracy: {stage0['heldout_accuracy']} ({stage0['seconds']:.0f} s)")
     results = [run_projector(cfg, p, llm, data, out / "vision_tower") for p in cfg.projectors]
     report = {"settings": _settings(cfg), "stage0": stage0, "results": results,

@@ -84,12 +84,6 @@ class AttributeClassifier(nn.Module):
         return {name: head(grid) for name, head in self.heads.items()}
 
 
-def _load_pixels(samples: list[dict], image_root: Path, processor) -> torch.Tensor:
-    """All images, preprocessed exactly as LLaVA will feed them to the tower: [N, 3, S, S]."""
-    images = [Image.open(image_root / s["image"]).convert("RGB") for s in samples]
-    return processor.preprocess(images, return_tensors="pt")["pixel_values"]
-
-
 def to_pixels(images: list[Image.Image], processor) -> torch.Tensor:
     """``processor.preprocess`` for images already at the tower's size, without PIL's per-image
     resize and crop (no-ops at that size): rescale to [0, 1], then normalise. [N, 3, S, S]."""
@@ -100,6 +94,11 @@ def to_pixels(images: list[Image.Image], processor) -> torch.Tensor:
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
     return (x.float() / 255 - mean) / std
+
+
+def _load_pixels(samples: list[dict], image_root: Path, processor) -> torch.Tensor:
+    """All images, preprocessed exactly as LLaVA will feed them to the tower: [N, 3, S, S]."""
+    return to_pixels([Image.open(image_root / s["image"]).convert("RGB") for s in samples], processor)
 
 
 def _synthetic_config(data_dir: Path) -> synthetic.SyntheticConfig:

@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage-2 finetuning: full, LoRA, or auto (full when it fits the device)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: the preset's, else one per core); recorded in the JSON")
-    p.add_argument("--no-gradient-checkpointing", action="store_true")
+    p.add_argument("--stage1-batch", type=int, default=None,
+                   help="samples per stage-1 step (default: the preset's, else --train-batch)")
+    p.add_argument("--gradient-checkpointing", choices=["on", "off", "auto"], default=None,
+                   help="on (as the recipes; default), off, or auto: off where the step fits the device")
+    p.add_argument("--no-gradient-checkpointing", action="store_true", help="same as --gradient-checkpointing off")
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--no-chart", action="store_true")
@@ -101,13 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     changes = {
         "batch_sizes": args.batch_sizes, "text_tokens": args.text_tokens, "caption_tokens": args.caption_tokens,
         "short_new_tokens": args.short_new_tokens, "long_new_tokens": args.long_new_tokens,
-        "train_batch": args.train_batch, "warmup": args.warmup,
+        "train_batch": args.train_batch, "stage1_batch": args.stage1_batch, "warmup": args.warmup,
         "repeats": args.repeats, "long_repeats": args.long_repeats, "train_steps": args.train_steps,
         "stage2": args.stage2, "settings": args.settings, "threads": args.threads,
     }
     preset = preset.replace(**{k: v for k, v in changes.items() if v is not None})
     if args.no_gradient_checkpointing:
-        preset = preset.replace(gradient_checkpointing=False)
+        if args.gradient_checkpointing not in (None, "off"):
+            raise SystemExit("--no-gradient-checkpointing contradicts --gradient-checkpointing "
+                             f"{args.gradient_checkpointing}")
+        args.gradient_checkpointing = "off"
+    if args.gradient_checkpointing is not None:
+        preset = preset.replace(gradient_checkpointing=args.gradient_checkpointing)
     if not args.no_chart and importlib.util.find_spec("matplotlib") is None:
         # Fail before measuring, not after: the chart is drawn last.
         raise SystemExit("matplotlib is not installed: pip install matplotlib, or pass --no-chart and draw the "

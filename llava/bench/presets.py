@@ -40,6 +40,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("delta", 4),
 )
 BASELINE = SETTINGS[0]
+CHECKPOINTING = ("on", "off", "auto")
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,16 @@ class Preset:
             12-14 Llama tokens with the closing newline; 16 rounds that up.
         batch_sizes: inference batch sizes.
         short_new_tokens / long_new_tokens: forced answer lengths (VQA-style / long answer).
-        train_batch: samples per training step.
+        train_batch: samples per training step (stage 2, and stage 1 unless ``stage1_batch`` is set).
+        stage1_batch: samples per stage-1 step, when it differs (LLaVA-1.5's recipes: 32 per GPU in
+            pretrain.sh, 16 in finetune.sh).
         warmup / repeats: untimed and timed runs of each short measurement; ``long_repeats``
             and ``train_steps`` for the long-answer generation and training steps.
         stage2: "full", "lora" or "auto" (full finetuning when it fits the device, else LoRA).
         lora_r / lora_alpha: the LoRA recipe's rank and alpha (finetune_lora.sh: 128 / 256).
+        gradient_checkpointing: "on" (as the recipes), "off", or "auto": off when the step fits the
+            device without it (tried first on CUDA; an out-of-memory step is retried with it on),
+            else on. The results record which ran.
         threads: CPU threads for torch (``None``: torch's default, one per core).
         isolate: measure each setting in a fresh process (clean heap, allocator and caches, so
             peak memory and timings do not carry over from the previous setting).
@@ -82,6 +88,7 @@ class Preset:
     short_new_tokens: int = 4
     long_new_tokens: int = 128
     train_batch: int = 8
+    stage1_batch: int | None = None
     warmup: int = 1
     repeats: int = 3
     long_repeats: int = 2
@@ -91,13 +98,22 @@ class Preset:
     lora_alpha: int = 256
     stage1_lr: float = 1e-3
     stage2_lr: float = 2e-5
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: str = "on"
     threads: int | None = None
     isolate: bool = True
     settings: tuple[Setting, ...] = field(default=SETTINGS)
 
+    def __post_init__(self):
+        if self.gradient_checkpointing not in CHECKPOINTING:
+            raise ValueError(f"gradient_checkpointing must be one of {CHECKPOINTING}, "
+                             f"got {self.gradient_checkpointing!r}")
+
     def replace(self, **changes) -> "Preset":
         return dataclasses.replace(self, **changes)
+
+    def batch(self, stage: str) -> int:
+        """Samples per training step of ``stage`` ("stage1", or a stage-2 mode)."""
+        return self.stage1_batch if stage == "stage1" and self.stage1_batch else self.train_batch
 
     @property
     def grid_side(self) -> int:
@@ -124,9 +140,10 @@ PRESETS: dict[str, Preset] = {
         delta_layers="12,16,22,23",
         device="cuda",
         dtype="bfloat16",
-        train_batch=8,
+        train_batch=16,  # finetune.sh: 16 per GPU
+        stage1_batch=32,  # pretrain.sh: 32 per GPU
         warmup=2,
-        repeats=5,
+        repeats=10,  # batch-1 calls are host-bound and jittery on a shared host: medians of 10
         long_repeats=3,
         train_steps=5,
     ),

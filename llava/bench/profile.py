@@ -11,7 +11,8 @@ table. ``--preset 7b --device cpu`` profiles the 7B-shaped delta projector on a 
 alternating runs in one process so that both see the same machine load. ``--compare-ttft`` does the
 same for the time to first token of every setting of the preset (the main benchmark measures each
 setting in its own process, one after the other, so a busy minute on a shared machine lands on one
-setting only).
+setting only); on CUDA it also reports the GPU busy time of that prefill (kernel time without the
+host's launch gaps), which shows whether the host or the GPU sets the time.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import torch
 from llava.bench.machine import Clock
 from llava.bench.presets import PRESETS, Setting, get_preset
 from llava.bench.speed import (
-    _prepare_stage, _set_checkpointing, build_model, llava_config, make_inputs, timed_generate, timed_runs,
+    _checkpointing_plan, _prepare_stage, _set_checkpointing, build_model, llava_config, make_inputs, timed_generate,
+    timed_runs,
     training_inputs, write_tower_folder)
 from llava.constants import IGNORE_INDEX
 from llava.model.attention import select_attn_implementation
@@ -115,7 +117,7 @@ def compare_loss_paths(preset, setting: Setting, stage: str, device: torch.devic
                             select_attn_implementation(device, None))
         model, _ = _prepare_stage(model, stage, preset)
         batch = training_inputs(model.config, preset, stage, device, dtype)
-        if preset.gradient_checkpointing:
+        if _checkpointing_plan(preset, device)[0][0]:  # the setting the benchmark tries first
             _set_checkpointing(model, True)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
@@ -141,7 +143,7 @@ def compare_loss_paths(preset, setting: Setting, stage: str, device: torch.devic
             full_t += run(full)
             fast_t += run(labelled)
     labels = batch["labels"]
-    result = {"stage": stage, "batch": preset.train_batch,
+    result = {"stage": stage, "batch": preset.batch(stage),
               "sequence_tokens": labels.shape[1] - 1 + model.num_image_tokens(),
               "labelled_rows": int(labels[:, 1:].ne(IGNORE_INDEX).sum()), "full_logits_s": statistics.median(full_t),
               "labelled_rows_s": statistics.median(fast_t)}
@@ -151,6 +153,19 @@ def compare_loss_paths(preset, setting: Setting, stage: str, device: torch.devic
           f"full logits {result['full_logits_s'] * 1e3:.1f} ms, labelled rows only "
           f"{result['labelled_rows_s'] * 1e3:.1f} ms, {result['speedup']:.3f}x")
     return result
+
+
+def gpu_busy_s(fn) -> float:
+    """Seconds of GPU work (kernels, copies, memsets) that ``fn`` launches: the sum of device-side
+    event times, as torch.profiler's "Self CUDA time total". Gaps between launches do not count, so
+    this is how long ``fn`` would take if launching cost nothing on the host."""
+    from torch.autograd import DeviceType
+
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        fn()
+    return sum(e.self_device_time_total for e in prof.key_averages()
+               if e.device_type == DeviceType.CUDA and not e.is_user_annotation) / 1e6
 
 
 def compare_ttft(preset, settings, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
@@ -177,6 +192,11 @@ def compare_ttft(preset, settings, batch: int, device: torch.device, dtype: torc
         for _ in range(repeats):
             for label, model in models.items():
                 runs[label].append(timed_generate(model, inputs[label], preset.short_new_tokens, clock)["ttft"])
+        busy: dict[str, float] = {}
+        if device.type == "cuda":  # GPU work of a one-token generate: tower, projector, splice, prefill
+            for label, model in models.items():
+                busy[label] = statistics.median(
+                    gpu_busy_s(lambda: timed_generate(model, inputs[label], 1, clock)) for _ in range(3))
     base = statistics.median(next(iter(runs.values())))
     result = {}
     print(f"time to first token, batch {batch}, {repeats} rounds over all settings ({dtype}):")
@@ -185,6 +205,13 @@ def compare_ttft(preset, settings, batch: int, device: torch.device, dtype: torc
         result[label] = {"ttft_s": median, "runs_s": times, "speedup": base / median}
         print(f"  {label:<18} {median * 1e3:9.1f} ms  {base / median:5.2f}x  "
               f"(runs: {', '.join(f'{t * 1e3:.0f}' for t in times)} ms)")
+    if busy:
+        base_busy = next(iter(busy.values()))
+        print("GPU busy time of the same prefill (kernels only, launch gaps left out; median of 3 profiled calls):")
+        for label, value in busy.items():
+            result[label].update(gpu_busy_s=value, gpu_busy_speedup=base_busy / value)
+            print(f"  {label:<18} {value * 1e3:9.1f} ms  {base_busy / value:5.2f}x  "
+                  f"(wall time is {result[label]['ttft_s'] / value:.1f}x the GPU work)")
     return result
 
 

@@ -11,6 +11,18 @@ from pathlib import Path
 from typing import Callable
 
 
+def _checkpointing_text(value: bool | str) -> str:
+    """"on" / "off" / "auto" (results written before the modes existed hold a bool)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+def _train_batches(settings: dict) -> str:
+    stage1, stage2 = settings.get("stage1_batch"), settings["train_batch"]
+    return f"{stage1} (stage 1) / {stage2} (stage 2)" if stage1 and stage1 != stage2 else str(stage2)
+
+
 def _fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -74,8 +86,8 @@ def markdown(data: dict) -> str:
         f"{settings.get('caption_tokens', settings['text_tokens'])} caption tokens + 1 image per stage-1 sample "
         f"(plain template); short answers "
         f"{settings['short_new_tokens']} new tokens, long answers {settings['long_new_tokens']} (forced length); "
-        f"training batch {settings['train_batch']}, AdamW, gradient checkpointing "
-        f"{'on' if settings['gradient_checkpointing'] else 'off'}",
+        f"training batch {_train_batches(settings)}, AdamW, gradient checkpointing "
+        f"{_checkpointing_text(settings['gradient_checkpointing'])}",
         f"- Repeats: warm-up {settings['warmup']}, timed {settings['repeats']} (long answers "
         f"{settings['long_repeats']}, training steps {settings['train_steps']})",
         load_line,
@@ -136,7 +148,8 @@ def markdown(data: dict) -> str:
 
     if any(r["training"] for r in results):
         lines += ["## Training (one optimizer step)", ""]
-        header = ["setting", "sequence tokens", "stage 1 samples/s", "stage 2 samples/s", "stage 2 mode"]
+        header = ["setting", "sequence tokens", "stage 1 samples/s", "stage 2 samples/s", "stage 2 mode",
+                  "checkpointing (stage 1 / 2)"]
         rows = []
         for res in results:
             rat = ratios[res["label"]]
@@ -147,8 +160,14 @@ def markdown(data: dict) -> str:
                 "-" if s1 is None else f"{_fmt_rate(s1['samples_per_s'])} ({_x(rat.get('stage1'))})",
                 "-" if s2 is None else f"{_fmt_rate(s2['samples_per_s'])} ({_x(rat.get('stage2'))})",
                 "-" if s2 is None else s2["mode"],
+                " / ".join(_checkpointing_text(s.get("gradient_checkpointing", settings["gradient_checkpointing"]))
+                           if s else "-" for s in (s1, s2)),
             ])
         lines += _table(header, rows) + [""]
+        if settings["gradient_checkpointing"] == "auto":
+            lines += ["Gradient checkpointing (auto): " + "; ".join(
+                f"`{res['label']}` {stage.replace('stage', 'stage ')}: {tr['checkpointing_reason']}"
+                for res in results for stage, tr in res["training"].items()) + ".", ""]
         s2 = next((r["training"]["stage2"] for r in results if "stage2" in r["training"]), None)
         if s2 is not None:
             lines += [f"Stage 1: {results[0]['training']['stage1']['trainable']}. Stage 2: {s2['trainable']} "

@@ -12,12 +12,13 @@ Inference (``model.generate(input_ids, images=...)``, greedy, forced answer leng
     - vision-tower-only and projector-only time on the same batch, and the projector's share of
       the time to first token;
     - peak memory.
-Training (AdamW, gradient checkpointing on, as the recipes):
+Training (AdamW; gradient checkpointing on, as the recipes, unless ``--gradient-checkpointing``):
     - stage 1: LLM and tower frozen, projector trainable (``tune_mm_mlp_adapter``);
     - stage 2: LLM and projector trainable, tower frozen: full finetuning where it fits the device,
       else the LoRA recipe (r=128, alpha=256 on every LLM linear layer) -- the output says which.
-    Samples/s of one optimizer step on ``train_batch`` samples of ``text_tokens`` text tokens plus
-    the visual tokens; peak memory.
+    Samples/s of one optimizer step (``stage1_batch`` / ``train_batch`` samples: the recipes' 32 and
+    16 per GPU on ``7b``) of caption / ``text_tokens`` text tokens plus the visual tokens; peak
+    memory. Gradient checkpointing is on as in the recipes, or ``auto`` (off where the step fits).
 
 Timing: ``time.perf_counter()``, after ``torch.cuda.synchronize()`` on CUDA (see ``Clock``).
 Each figure is the median of the timed repeats, after untimed warm-up runs.
@@ -152,7 +153,7 @@ def make_inputs(config: LlavaConfig, preset: Preset, batch: int, device: torch.d
 def training_inputs(config: LlavaConfig, preset: Preset, stage: str, device: torch.device,
                     dtype: torch.dtype) -> dict:
     """The training batch of ``stage``: captions for "stage1", chats (``text_tokens``) otherwise."""
-    return make_inputs(config, preset, preset.train_batch, device, dtype, seed=1000, caption=stage == "stage1")
+    return make_inputs(config, preset, preset.batch(stage), device, dtype, seed=1000, caption=stage == "stage1")
 
 
 def parameter_counts(model) -> dict:
@@ -341,14 +342,23 @@ def _set_checkpointing(model, on: bool) -> None:
         disable()
 
 
-def measure_training(model, preset: Preset, stage: str, lr: float, device: torch.device, dtype: torch.dtype,
-                     clock: Clock, memory: PeakMemory):
-    """Samples/s of one AdamW step with gradient checkpointing. Returns (model, result dict);
-    the model is returned because LoRA wraps it."""
-    model, what = _prepare_stage(model, stage, preset)
-    params = [p for p in model.parameters() if p.requires_grad]
-    batch = training_inputs(model.config, preset, stage, device, dtype)
-    if preset.gradient_checkpointing:
+def _checkpointing_plan(preset: Preset, device: torch.device) -> list[tuple[bool, str]]:
+    """The gradient-checkpointing settings to try, in order, each with why."""
+    mode = preset.gradient_checkpointing
+    if mode == "on":
+        return [(True, "on, as the recipes")]
+    if mode == "off":
+        return [(False, "off, as requested")]
+    if device.type != "cuda":
+        return [(False, "auto: off (host memory)")]
+    return [(False, "auto: off, the step fits the device without it"),
+            (True, "auto: on, the step ran out of device memory without it")]
+
+
+def _timed_steps(model, params: list, batch: dict, lr: float, checkpointing: bool, preset: Preset,
+                 device: torch.device, clock: Clock, memory: PeakMemory) -> tuple[list[float], float]:
+    """Times ``train_steps`` AdamW steps (after ``warmup``); returns (times in s, peak MiB)."""
+    if checkpointing:
         _set_checkpointing(model, True)
     model.train()
     optimizer = torch.optim.AdamW(params, lr=lr, fused=device.type == "cuda")
@@ -362,22 +372,45 @@ def measure_training(model, preset: Preset, stage: str, lr: float, device: torch
     memory.reset()
     try:
         times = timed_runs(step, preset.warmup, preset.train_steps, clock)
-        peak = memory.peak_mib()
+        return times, memory.peak_mib()
     finally:
         optimizer.zero_grad(set_to_none=True)
         del optimizer
         model.eval()
-        if preset.gradient_checkpointing:
+        if checkpointing:
             _set_checkpointing(model, False)
+
+
+def measure_training(model, preset: Preset, stage: str, lr: float, device: torch.device, dtype: torch.dtype,
+                     clock: Clock, memory: PeakMemory):
+    """Samples/s of one AdamW step, gradient checkpointing as ``preset.gradient_checkpointing``.
+    Returns (model, result dict); the model is returned because LoRA wraps it."""
+    model, what = _prepare_stage(model, stage, preset)
+    params = [p for p in model.parameters() if p.requires_grad]
+    batch = training_inputs(model.config, preset, stage, device, dtype)
+    plan = _checkpointing_plan(preset, device)
+    for attempt, (checkpointing, why) in enumerate(plan):
+        try:
+            times, peak = _timed_steps(model, params, batch, lr, checkpointing, preset, device, clock, memory)
+            break
+        except torch.OutOfMemoryError:
+            if attempt == len(plan) - 1:
+                raise
+        # Outside the except block, so the traceback's frames (and their activations) are gone.
+        model.zero_grad(set_to_none=True)
+        _free(device)
     step_s = _median(times)
+    size = preset.batch(stage)
     return model, {
         "mode": stage,
         "trainable": what,
         "trainable_params": sum(p.numel() for p in params),
-        "batch": preset.train_batch,
+        "batch": size,
         "sequence_tokens": batch["input_ids"].shape[1] - 1 + model.num_image_tokens(),
+        "gradient_checkpointing": checkpointing,
+        "checkpointing_reason": why,
         "step_s": step_s,
-        "samples_per_s": preset.train_batch / step_s,
+        "samples_per_s": size / step_s,
         "peak_memory_mib": peak,
         "runs_s": times,
     }

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM
 
 from llava.bench import report, speed
 from llava.bench.__main__ import build_parser, main
+from llava.bench.machine import Clock, PeakMemory
 from llava.bench.presets import BASELINE, PRESETS, Setting, get_preset
 from llava.bench.profile import compare_loss_paths, compare_ttft, profile_parts
 from llava.model import LlavaConfig
@@ -219,3 +223,78 @@ def test_compare_ttft_runs_round_robin_at_tiny_size(capsys):
         assert len(entry["runs_s"]) == 2 and entry["ttft_s"] > 0
     assert result["mlp2x_gelu@144"]["speedup"] == 1.0
     assert "round" in capsys.readouterr().out
+
+
+def _recipe_value(script: str, flag: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "scripts" / "v1_5" / script).read_text()
+    match = re.search(rf"--{flag}\s+(\S+)", text)
+    assert match, f"{script} has no --{flag}"
+    return match.group(1)
+
+
+def test_7b_preset_trains_with_the_recipes_batch_sizes():
+    preset = get_preset("7b")
+    assert preset.batch("stage1") == int(_recipe_value("pretrain.sh", "per_device_train_batch_size"))  # 32
+    for stage in ("full", "lora"):
+        assert preset.batch(stage) == int(_recipe_value("finetune.sh", "per_device_train_batch_size"))  # 16
+    assert _recipe_value("pretrain.sh", "gradient_checkpointing") == "True"
+    assert preset.gradient_checkpointing == "on"  # as the recipes
+
+
+def test_stage1_batch_and_auto_checkpointing_at_tiny_size():
+    preset = get_preset("tiny").replace(stage1_batch=3, train_batch=2, gradient_checkpointing="auto",
+                                        settings=(Setting("mlp2x_gelu", 1), Setting("delta", 2)))
+    data = speed.run(preset, inference=False)
+    for res in data["results"]:
+        s1, s2 = res["training"]["stage1"], res["training"]["stage2"]
+        assert (s1["batch"], s2["batch"]) == (3, 2)
+        assert s1["samples_per_s"] == pytest.approx(3 / s1["step_s"])
+        for tr in (s1, s2):  # auto on a CPU: off, host memory
+            assert tr["gradient_checkpointing"] is False and tr["checkpointing_reason"].startswith("auto")
+    md = report.markdown(data)
+    assert "training batch 3 (stage 1) / 2 (stage 2)" in md and "gradient checkpointing auto" in md
+    assert "| off / off |" in md
+    assert "`delta@36` stage 1: auto: off (host memory)" in md
+    on = speed.run(preset.replace(gradient_checkpointing="on", settings=preset.settings[:1]), inference=False)
+    assert on["results"][0]["training"]["stage1"]["gradient_checkpointing"] is True
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        preset.replace(gradient_checkpointing=True)
+
+
+def test_auto_checkpointing_retries_with_it_on_after_running_out_of_memory(monkeypatch):
+    """On CUDA, auto first tries without checkpointing; a step that runs out of device memory is
+    measured again with checkpointing on, and the result says so."""
+    preset = get_preset("tiny").replace(gradient_checkpointing="auto")
+    assert [c for c, _ in speed._checkpointing_plan(preset, torch.device("cuda"))] == [False, True]
+    assert [c for c, _ in speed._checkpointing_plan(preset, torch.device("cpu"))] == [False]
+    # The CUDA plan, on this CPU:
+    monkeypatch.setattr(speed, "_checkpointing_plan", lambda p, d: [(False, "auto: off"), (True, "auto: on after OOM")])
+    real_steps, tried = speed._timed_steps, []
+
+    def steps(model, params, batch, lr, checkpointing, *args):
+        tried.append(checkpointing)
+        if not checkpointing:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_steps(model, params, batch, lr, checkpointing, *args)
+
+    monkeypatch.setattr(speed, "_timed_steps", steps)
+    with tempfile.TemporaryDirectory() as tower_dir:
+        speed.write_tower_folder(tower_dir, preset.tower)
+        config = speed.llava_config(preset, Setting("delta", 2), tower_dir)
+        model = speed.build_model(config, torch.device("cpu"), torch.float32, "sdpa")
+        clock, memory = Clock(torch.device("cpu")), PeakMemory(torch.device("cpu"))
+        _, result = speed.measure_training(model, preset, "stage1", 1e-3, torch.device("cpu"), torch.float32,
+                                           clock, memory)
+    assert tried == [False, True]
+    assert result["gradient_checkpointing"] is True and result["checkpointing_reason"] == "auto: on after OOM"
+    assert result["samples_per_s"] > 0
+
+
+def test_checkpointing_flags_on_the_command_line(tmp_path):
+    args = build_parser().parse_args(["--out", "x", "--gradient-checkpointing", "auto", "--stage1-batch", "5"])
+    assert (args.gradient_checkpointing, args.stage1_batch) == ("auto", 5)
+    with pytest.raises(SystemExit, match="contradicts"):
+        main(["--preset", "tiny", "--out", str(tmp_path), "--no-gradient-checkpointing",
+              "--gradient-checkpointing", "on"])
+    assert report._checkpointing_text(True) == "on"  # results written before the modes: a bool
+    assert report._train_batches({"train_batch": 4}) == "4"

@@ -27,8 +27,7 @@ from llava.bench.machine import Clock
 from llava.bench.presets import PRESETS, Setting, get_preset
 from llava.bench.speed import (
     _checkpointing_plan, _prepare_stage, _set_checkpointing, build_model, llava_config, make_inputs, timed_generate,
-    timed_runs,
-    training_inputs, write_tower_folder)
+    timed_runs, training_inputs, write_tower_folder)
 from llava.constants import IGNORE_INDEX
 from llava.model.attention import select_attn_implementation
 from llava.model.multimodal_encoder.builder import build_vision_tower

@@ -14,20 +14,11 @@ import sys
 import time
 
 from llava.bench.machine import load_average
-from llava.bench.presets import PRESETS, Setting, get_preset
+from llava.bench.presets import PRESETS, get_preset, parse_settings
 
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
-
-
-def _settings(text: str) -> tuple[Setting, ...]:
-    """``mlp2x_gelu:1,delta:2`` -> settings (projector:scale_factor)."""
-    out = []
-    for item in text.split(","):
-        name, _, scale = item.strip().partition(":")
-        out.append(Setting(name, int(scale) if scale else 1))
-    return tuple(out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--out", required=True, help="folder for results.json, results.md and chart.png")
-    p.add_argument("--settings", type=_settings, default=None,
+    p.add_argument("--settings", type=parse_settings, default=None,
                    help="projector:scale_factor list, baseline first (default: mlp2x_gelu:1,avgpool:2,"
                         "delta:2,delta:3,delta:4)")
     p.add_argument("--device", default=None, help="override the preset's device (cuda, cuda:1, cpu)")

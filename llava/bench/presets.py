@@ -40,6 +40,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("delta", 4),
 )
 BASELINE = SETTINGS[0]
+
+
+def parse_settings(text: str) -> tuple[Setting, ...]:
+    """``mlp2x_gelu:1,delta:2`` -> settings (projector:scale_factor; the scale defaults to 1)."""
+    out = []
+    for item in text.split(","):
+        name, _, scale = item.strip().partition(":")
+        out.append(Setting(name, int(scale) if scale else 1))
+    return tuple(out)
+
 CHECKPOINTING = ("on", "off", "auto")
 
 

@@ -24,7 +24,7 @@ import tempfile
 import torch
 
 from llava.bench.machine import Clock
-from llava.bench.presets import PRESETS, Setting, get_preset
+from llava.bench.presets import PRESETS, Setting, get_preset, parse_settings
 from llava.bench.speed import (
     _checkpointing_plan, _prepare_stage, _set_checkpointing, build_model, llava_config, make_inputs, timed_generate,
     timed_runs, training_inputs, write_tower_folder)
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="time a training step's LM head on labelled rows only against full logits, alternating runs")
     p.add_argument("--compare-ttft", action="store_true",
                    help="time to first token of every setting of the preset, round-robin in one process")
+    p.add_argument("--settings", type=parse_settings, default=None,
+                   help="--compare-ttft: projector:scale_factor list, baseline first (default: the preset's five; "
+                        "all models stay in memory at once)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device or preset.device)
     dtype = getattr(torch, args.dtype or preset.dtype)
     if args.compare_ttft:
-        compare_ttft(preset, preset.settings, args.batch, device, dtype, args.repeats)
+        compare_ttft(preset, args.settings or preset.settings, args.batch, device, dtype, args.repeats)
         return
     if args.compare_full_logits:
         compare_loss_paths(preset, Setting(args.projector, args.scale_factor), args.compare_full_logits, device, dtype,

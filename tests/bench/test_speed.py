@@ -298,3 +298,11 @@ def test_checkpointing_flags_on_the_command_line(tmp_path):
               "--gradient-checkpointing", "on"])
     assert report._checkpointing_text(True) == "on"  # results written before the modes: a bool
     assert report._train_batches({"train_batch": 4}) == "4"
+
+
+def test_profile_compare_ttft_takes_settings_on_the_command_line(capsys):
+    from llava.bench.profile import main as profile_main
+
+    profile_main(["--preset", "tiny", "--compare-ttft", "--repeats", "1", "--settings", "mlp2x_gelu,delta:3"])
+    out = capsys.readouterr().out
+    assert "mlp2x_gelu@144" in out and "delta@16" in out and "avgpool" not in out

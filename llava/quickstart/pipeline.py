@@ -63,6 +63,9 @@ class QuickstartConfig:
     # 9.9 -> 7.6 min with the same delta accuracy; avgpool's stage 1 diverged in the bf16 --compare
     # run (other seeds show bad starts in fp32 too). fp32 stays the default.
     precision: str = "fp32"
+    # Where stages 1 and 2 and the evaluation run: "cpu" (the default run) or "cuda" (the same
+    # flags without --use_cpu). Stage 0 always trains on the CPU.
+    device: str = "cpu"
 
     def resolved_precision(self) -> str:
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -89,6 +92,18 @@ def cpu_has_native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def check_device(device: str) -> None:
+    """Fails before any work when ``device`` is not one the run can use."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"quickstart device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--device cuda was asked for, but torch {torch.__version__} sees no CUDA GPU "
+                               "on this machine; run without --device (CPU)")
 
 
 def _log(message: str) -> None:
@@ -151,8 +166,9 @@ def train_args(cfg: QuickstartConfig, projector: str, stage: int, llm: str, data
         "--lazy_preprocess", "True",
         "--report_to", "none",
         "--seed", str(cfg.seed),
-        "--use_cpu", "True",
     ]
+    if cfg.device == "cpu":
+        args += ["--use_cpu", "True"]
     if cfg.resolved_precision() == "bf16":
         args += ["--bf16", "True"]
     if projector in ("delta", "avgpool"):
@@ -199,7 +215,7 @@ def run_projector(cfg: QuickstartConfig, projector: str, llm: str, data: Path, t
                                    "--question-file", str(data / "eval" / "questions.jsonl"),
                                    "--image-folder", str(data / "images"), "--answers-file", str(answers),
                                    "--temperature", "0", "--max_new_tokens", "8",
-                                   "--batch-size", str(cfg.eval_batch_size), "--device", "cpu"], root / "eval.log")
+                                   "--batch-size", str(cfg.eval_batch_size), "--device", cfg.device], root / "eval.log")
     scores = synthetic.score_answers(answers, data / "eval" / "annotations.json")
     result["accuracy"] = {cat: v["accuracy"] for cat, v in scores["per_category"].items()}
     result["accuracy"]["overall"] = scores["overall"]["accuracy"]
@@ -225,6 +241,7 @@ def _visual_tokens(config: dict) -> int:
 def run(cfg: QuickstartConfig) -> dict:
     """The whole pipeline; writes ``results.json`` and ``results.png`` under ``cfg.out``."""
     start = time.time()
+    check_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:  # for this process (stage 0) and the stage subprocesses
@@ -254,8 +271,8 @@ def run(cfg: QuickstartConfig) -> dict:
         _log(f"no chart: {err}")
     ckpt = results[0]["checkpoint"]
     print(f"\nResults: {out / 'results.json'}  chart: {out / 'results.png'}")
-    print(f"Chat with the trained model:\n  python -m llava.serve.gradio_web_server --model-path {ckpt} --device cpu"
-          f"\n  python -m llava.serve.cli --model-path {ckpt} --device cpu --image-file "
+    print(f"Chat with the trained model:\n  python -m llava.serve.gradio_web_server --model-path {ckpt} --device {cfg.device}"
+          f"\n  python -m llava.serve.cli --model-path {ckpt} --device {cfg.device} --image-file "
           f"{data / 'images' / 'eval' / '000000.png'}")
     return report
 
@@ -336,6 +353,8 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
                    help="training precision of stages 1 and 2 (default fp32; auto: bf16 where the CPU does it "
                         "natively, about 1.3x faster overall)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="where stages 1 and 2 and the evaluation run (default cpu; stage 0 always trains on the CPU)")
     p.add_argument("--delta-layers", default=None)
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--stage0-steps", type=int, default=None)
@@ -352,7 +371,7 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         cfg.projectors = tuple(x.strip() for x in args.projectors.split(","))
     for name in ("num_stage1", "num_stage2", "num_eval", "stage1_steps", "stage2_steps", "batch_size",
                  "eval_batch_size", "scale_factor", "model_max_length", "seed", "threads", "stage1_lr", "stage2_lr",
-                 "delta_layers", "stage2_mode", "precision"):
+                 "delta_layers", "stage2_mode", "precision", "device"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.image_size is not None:

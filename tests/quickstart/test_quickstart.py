@@ -65,6 +65,34 @@ def test_precision_reaches_both_training_stages(tmp_path):
         QuickstartConfig(precision="fp8").resolved_precision()
 
 
+def test_device_moves_training_and_evaluation(tmp_path, monkeypatch):
+    def stage_args(cfg, stage):
+        return train_args(cfg, "delta", stage, "llm", tmp_path / "data", tmp_path / "tower", tmp_path / "out",
+                          tmp_path / "stage1")
+
+    cpu = parse_args([])
+    assert cpu.device == "cpu"
+    for stage in (1, 2):
+        args = stage_args(cpu, stage)
+        assert args[args.index("--use_cpu") + 1] == "True"
+    cuda = parse_args(["--device", "cuda", "--stage1-steps", "700", "--stage2-steps", "100"])
+    assert (cuda.device, cuda.stage1_steps, cuda.stage2_steps) == ("cuda", 700, 100)
+    for stage in (1, 2):
+        args = stage_args(cuda, stage)
+        assert "--use_cpu" not in args  # the Trainer then takes the GPU
+        assert args[args.index("--max_steps") + 1] == ("700" if stage == 1 else "100")
+    with pytest.raises(SystemExit):
+        parse_args(["--device", "tpu"])
+    # no GPU: a clear error before any data or stage 0 is made
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "never"
+    with pytest.raises(RuntimeError, match="--device cuda was asked for, but torch .* sees no CUDA GPU"):
+        run(parse_args(["--fast", "--device", "cuda", "--out", str(out)]))
+    assert not out.exists()
+
+
 def test_fast_pipeline_in_bf16(tmp_path, tiny_chatml_llm, capsys):
     out = tmp_path / "quickstart_bf16"
     report = run(parse_args(["--fast", "--projectors", "delta", "--precision", "bf16", "--out", str(out),

@@ -66,7 +66,8 @@ class LlavaMetaModel:
         config = self.config
         config.mm_vision_tower = model_args.vision_tower
         for key in ("mm_vision_select_layer", "mm_vision_select_feature", "mm_projector_type", "mm_patch_merge_type",
-                    "scale_factor", "mm_delta_rank", "mm_delta_layers", "mm_delta_depth", "mm_delta_per_level"):
+                    "scale_factor", "mm_delta_rank", "mm_delta_layers", "mm_delta_depth", "mm_delta_per_level",
+                    "mm_delta_init_gain"):
             if getattr(model_args, key, None) is not None:
                 setattr(config, key, getattr(model_args, key))
         tower = self.get_vision_tower()

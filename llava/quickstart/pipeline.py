@@ -40,6 +40,10 @@ class QuickstartConfig:
     tower: TowerConfig = field(default_factory=TowerConfig)
     scale_factor: int = 2
     delta_layers: str = "1,2,3"
+    # --mm_delta_init_gain: delta's region attention starts with a 64x larger output projection than
+    # nn.MultiheadAttention's. It acts where stage 1 creates the projector; on this CPU budget it lifted
+    # the default run from 0.296 to 0.412 overall (docs/quickstart/README.md).
+    delta_init_gain: float = 64.0
     # 200 + 15 steps: 13.0 min and 0.296 overall on a 2-core CPU, against 11.3 min and 0.224 (chance)
     # with 100 + 20; a stage-2 step costs about 8 stage-1 steps there. A GPU affords 700 + 100,
     # where delta matches mlp2x_gelu (docs/quickstart/README.md).
@@ -177,7 +181,7 @@ def train_args(cfg: QuickstartConfig, projector: str, stage: int, llm: str, data
     if projector in ("delta", "avgpool"):
         args += ["--scale_factor", str(cfg.scale_factor)]
     if projector == "delta":
-        args += ["--mm_delta_layers", cfg.delta_layers]
+        args += ["--mm_delta_layers", cfg.delta_layers, "--mm_delta_init_gain", str(cfg.delta_init_gain)]
     if stage == 1:
         args += ["--tune_mm_mlp_adapter", "True"]
     else:
@@ -353,6 +357,9 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
                    help="stage 2 as full finetuning of the LLM (default; cheaper than LoRA on a CPU) or LoRA + merge")
     for name in ("stage1_lr", "stage2_lr"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+    p.add_argument("--delta-init-gain", type=float, default=None,
+                   help=f"delta: gain on the region attention's initial output projection (default "
+                        f"{cfg.delta_init_gain:g}; 1 = the released code's init)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
                    help="training precision of stages 1 and 2 (default fp32; auto: bf16 where the CPU does it "
                         "natively, about 1.3x faster overall)")
@@ -374,7 +381,7 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         cfg.projectors = tuple(x.strip() for x in args.projectors.split(","))
     for name in ("num_stage1", "num_stage2", "num_eval", "stage1_steps", "stage2_steps", "batch_size",
                  "eval_batch_size", "scale_factor", "model_max_length", "seed", "threads", "stage1_lr", "stage2_lr",
-                 "delta_layers", "stage2_mode", "precision", "device"):
+                 "delta_layers", "delta_init_gain", "stage2_mode", "precision", "device"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.image_size is not None:

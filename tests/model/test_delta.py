@@ -478,6 +478,33 @@ def test_convert_rejects_unknown_keys():
         DeltaProjector.convert_released_state_dict({"query_proj.U": torch.zeros(1)})
 
 
+def test_init_gain_scales_only_the_attention_output_projection():
+    torch.manual_seed(0)
+    plain = DeltaProjector(in_features=C, hidden_size=H, num_levels=L, rank=4)
+    torch.manual_seed(0)
+    scaled = build_vision_projector(tiny_config(mm_delta_init_gain=8.0))
+    assert scaled.region_attn.init_gain == 8.0 and plain.region_attn.init_gain == 1.0
+    a, b = plain.state_dict(), scaled.state_dict()
+    for name in a:
+        expected = a[name] * 8 if name == "region_attn.out_proj.weight" else a[name]
+        torch.testing.assert_close(b[name], expected, atol=0, rtol=0, msg=name)
+    # Gain 1 is nn.MultiheadAttention's out_proj: nn.Linear's draw, bias zeroed.
+    torch.manual_seed(5)
+    attn = RegionAttention(C, 8)
+    torch.manual_seed(5)  # the draws in RegionAttention's order: out_proj built, in_proj, out_proj reset
+    nn.Linear(C, C)
+    torch.nn.init.xavier_uniform_(torch.empty(3 * C, C))
+    reference = nn.Linear(C, C)
+    torch.testing.assert_close(attn.out_proj.weight, reference.weight, atol=0, rtol=0)
+    assert torch.equal(attn.out_proj.bias, torch.zeros(C))
+
+
+@pytest.mark.parametrize("gain", [0.0, -2.0, float("nan")])
+def test_invalid_init_gain_is_named(gain):
+    with pytest.raises(ValueError, match="mm_delta_init_gain must be > 0"):
+        build_vision_projector(tiny_config(mm_delta_init_gain=gain))
+
+
 def test_reset_parameters_after_meta_materialisation():
     """The path of a model built on the meta device: to_empty() leaves garbage, reset fixes all."""
     with torch.device("meta"):

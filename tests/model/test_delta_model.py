@@ -170,6 +170,20 @@ def test_delta_checkpoint_round_trip_with_our_names(tmp_path, delta_model, llama
         torch.testing.assert_close(model.encode_images(pixels), delta_model.encode_images(pixels), atol=0, rtol=0)
 
 
+def test_init_gain_is_initialisation_only(tmp_path, delta_model, llama_tokenizer):
+    """A checkpoint whose config records mm_delta_init_gain loads its trained weights unscaled."""
+    delta_model.config.mm_delta_init_gain = 8.0
+    folder = tmp_path / "ckpt"
+    delta_model.save_pretrained(folder)
+    llama_tokenizer.save_pretrained(folder)
+    assert json.loads(Path(folder, "config.json").read_text())["mm_delta_init_gain"] == 8.0
+    _, model, _, _ = load_pretrained_model(str(folder), None, None, device="cpu")
+    loaded = model.get_model().mm_projector.region_attn
+    assert loaded.init_gain == 8.0
+    torch.testing.assert_close(loaded.out_proj.weight,
+                               delta_model.get_model().mm_projector.region_attn.out_proj.weight, atol=0, rtol=0)
+
+
 def test_delta_trains_inside_the_model(delta_model):
     delta_model.train()
     delta_model.requires_grad_(False)

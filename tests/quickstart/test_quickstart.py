@@ -65,6 +65,23 @@ def test_precision_reaches_both_training_stages(tmp_path):
         QuickstartConfig(precision="fp8").resolved_precision()
 
 
+def test_delta_init_gain_reaches_both_stages_of_delta_only(tmp_path):
+    def stage_args(cfg, projector, stage):
+        return train_args(cfg, projector, stage, "llm", tmp_path / "data", tmp_path / "tower", tmp_path / "out",
+                          tmp_path / "stage1")
+
+    default = parse_args([])
+    assert default.delta_init_gain == 64.0
+    for stage in (1, 2):
+        args = stage_args(default, "delta", stage)
+        assert args[args.index("--mm_delta_init_gain") + 1] == "64.0"
+        assert "--mm_delta_init_gain" not in stage_args(default, "mlp2x_gelu", stage)
+        assert "--mm_delta_init_gain" not in stage_args(default, "avgpool", stage)
+    released = parse_args(["--delta-init-gain", "1"])
+    args = stage_args(released, "delta", 1)
+    assert args[args.index("--mm_delta_init_gain") + 1] == "1.0"
+
+
 def test_device_moves_training_and_evaluation(tmp_path, monkeypatch):
     def stage_args(cfg, stage):
         return train_args(cfg, "delta", stage, "llm", tmp_path / "data", tmp_path / "tower", tmp_path / "out",

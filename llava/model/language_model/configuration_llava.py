@@ -42,5 +42,6 @@ class LlavaConfig(LlamaConfig):
     mm_delta_layers: str = "12,16,22,23"
     mm_delta_depth: int = 1
     mm_delta_per_level: bool = False
+    mm_delta_init_gain: float = 1.0  # initialisation only: see DeltaProjector
     # Conversation template used at inference when none is given (e.g. "vicuna_v1", "chatml").
     conv_mode: str | None = None

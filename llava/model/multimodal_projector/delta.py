@@ -398,23 +398,32 @@ class RegionAttention(OwnInit, nn.Module):
     Args:
         embed_dim: C.
         num_heads: heads (C must be divisible by it).
+        init_gain: multiplies the initial ``out_proj`` weights (1: ``nn.MultiheadAttention``'s init).
     """
 
-    def __init__(self, embed_dim: int, num_heads: int = REGION_HEADS):
+    def __init__(self, embed_dim: int, num_heads: int = REGION_HEADS, init_gain: float = 1.0):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"region attention width {embed_dim} is not divisible by {num_heads} heads")
-        self.embed_dim, self.num_heads = embed_dim, num_heads
+        if not init_gain > 0:
+            raise ValueError(f"mm_delta_init_gain must be > 0, got {init_gain}")
+        self.embed_dim, self.num_heads, self.init_gain = embed_dim, num_heads, init_gain
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """``nn.MultiheadAttention``'s initialisation."""
+        """``nn.MultiheadAttention``'s initialisation, with ``out_proj``'s weights times ``init_gain``.
+
+        ``out_proj`` draws as ``nn.Linear`` does (weight and bias uniform in +-1/sqrt(C), the
+        bias then zeroed), so a gain of 1 gives the same numbers from the same seed.
+        """
         hf_init.xavier_uniform_(self.in_proj_weight)  # guarded: see DeltaProjection.reset_parameters
         hf_init.zeros_(self.in_proj_bias)
-        self.out_proj.reset_parameters()
+        bound = 1 / math.sqrt(self.embed_dim)
+        hf_init.uniform_(self.out_proj.weight, -bound * self.init_gain, bound * self.init_gain)
+        hf_init.uniform_(self.out_proj.bias, -bound, bound)
         hf_init.zeros_(self.out_proj.bias)
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -501,6 +510,8 @@ class DeltaProjector(Projector):
         rank: r of the delta projections (``mm_delta_rank``).
         depth: number of specialization blocks (``mm_delta_depth``; 0 = none).
         per_level: the paper's per-level delta for keys/values (``mm_delta_per_level``).
+        init_gain: gain on the region attention's initial output projection (``mm_delta_init_gain``;
+            1 = the released code's ``nn.MultiheadAttention`` init). Initialisation only.
     """
 
     #: (regex on a released key relative to the projector, replacement) pairs; see
@@ -508,7 +519,7 @@ class DeltaProjector(Projector):
     released_key_map: tuple[tuple[str, str], ...] = _released_map()
 
     def __init__(self, *, in_features: int, hidden_size: int, num_levels: int = 4, scale_factor: int = 2,
-                 rank: int = 16, depth: int = 1, per_level: bool = False):
+                 rank: int = 16, depth: int = 1, per_level: bool = False, init_gain: float = 1.0):
         super().__init__()
         if isinstance(scale_factor, bool) or not isinstance(scale_factor, int) or scale_factor < 1:
             raise ValueError(f"scale_factor must be an int >= 1, got {scale_factor!r}")
@@ -526,7 +537,7 @@ class DeltaProjector(Projector):
         self.query_proj = DeltaProjection(in_features, in_features, rank)
         self.key_proj = DeltaProjection(num_levels * in_features, in_features, rank, num_levels, per_level)
         self.value_proj = DeltaProjection(num_levels * in_features, in_features, rank, num_levels, per_level)
-        self.region_attn = RegionAttention(in_features, REGION_HEADS)
+        self.region_attn = RegionAttention(in_features, REGION_HEADS, init_gain)
         self.mlp = nn.Sequential(nn.Linear(in_features, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
         # Fixed position tables per (grid, device, dtype); derived data, so not in the state dict.
         self._position_cache: dict[tuple, torch.Tensor] = {}
@@ -556,6 +567,7 @@ class DeltaProjector(Projector):
             rank=config.mm_delta_rank,
             depth=config.mm_delta_depth,
             per_level=bool(config.mm_delta_per_level),
+            init_gain=float(getattr(config, "mm_delta_init_gain", 1.0)),
         )
 
     @classmethod

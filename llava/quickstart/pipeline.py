@@ -44,8 +44,8 @@ class QuickstartConfig:
     # nn.MultiheadAttention's. It acts where stage 1 creates the projector; on this CPU budget it lifted
     # the default run from 0.296 to 0.412 overall (docs/quickstart/README.md).
     delta_init_gain: float = 64.0
-    # 200 + 15 steps: 13.0 min and 0.296 overall on a 2-core CPU, against 11.3 min and 0.224 (chance)
-    # with 100 + 20; a stage-2 step costs about 8 stage-1 steps there. A GPU affords 700 + 100,
+    # 200 + 15 steps (with the released init): 13.0 min and 0.296 overall on a 2-core CPU, against
+    # 11.3 min and 0.224 (chance) with 100 + 20; a stage-2 step costs about 8 stage-1 steps there. A GPU affords 700 + 100,
     # where delta matches mlp2x_gelu (docs/quickstart/README.md).
     stage1_steps: int = 200
     stage1_lr: float = 3e-3

@@ -41,12 +41,12 @@ class QuickstartConfig:
     scale_factor: int = 2
     delta_layers: str = "1,2,3"
     # --mm_delta_init_gain: delta's region attention starts with a 64x larger output projection than
-    # nn.MultiheadAttention's. It acts where stage 1 creates the projector; on this CPU budget it lifted
-    # the default run from 0.296 to 0.412 overall (docs/quickstart/README.md).
+    # nn.MultiheadAttention's. It acts where stage 1 creates the projector; on this CPU budget it
+    # lifted the default run from 0.296 to 0.412 overall (docs/quickstart/README.md).
     delta_init_gain: float = 64.0
     # 200 + 15 steps (with the released init): 13.0 min and 0.296 overall on a 2-core CPU, against
-    # 11.3 min and 0.224 (chance) with 100 + 20; a stage-2 step costs about 8 stage-1 steps there. A GPU affords 700 + 100,
-    # where delta matches mlp2x_gelu (docs/quickstart/README.md).
+    # 11.3 min and 0.224 (chance) with 100 + 20; a stage-2 step costs about 8 stage-1 steps there.
+    # A GPU affords 700 + 100, where delta matches mlp2x_gelu (docs/quickstart/README.md).
     stage1_steps: int = 200
     stage1_lr: float = 3e-3
     stage2_steps: int = 15

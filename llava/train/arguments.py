@@ -38,7 +38,7 @@ class ModelArguments:
     mm_delta_depth: int | None = field(default=None, metadata={"help": "delta: number of refine blocks"})
     mm_delta_per_level: bool | None = field(default=None, metadata={"help": "delta: the paper's per-level deltas"})
     mm_delta_init_gain: float | None = field(
-        default=None, metadata={"help": "delta: gain on the region attention's initial output projection (1 = released)"})
+        default=None, metadata={"help": "delta: gain on the region attention's initial output projection"})
 
 
 @dataclass

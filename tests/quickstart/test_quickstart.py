@@ -23,6 +23,12 @@ def tiny_chatml_llm(tmp_path_factory, chatml_tokenizer_dir) -> str:
     return str(folder)
 
 
+def stage_args(tmp_path: Path, cfg: QuickstartConfig, projector: str, stage: int) -> list[str]:
+    """The training flags of one stage, with placeholder paths."""
+    return train_args(cfg, projector, stage, "llm", tmp_path / "data", tmp_path / "tower", tmp_path / "out",
+                      tmp_path / "stage1")
+
+
 def test_fast_pipeline_with_compare(tmp_path, tiny_chatml_llm, capsys):
     out = tmp_path / "quickstart"
     report = run(parse_args(["--fast", "--compare", "--out", str(out), "--llm", tiny_chatml_llm]))
@@ -48,16 +54,12 @@ def test_fast_pipeline_with_compare(tmp_path, tiny_chatml_llm, capsys):
 
 
 def test_precision_reaches_both_training_stages(tmp_path):
-    def stage_args(cfg, stage):
-        return train_args(cfg, "delta", stage, "llm", tmp_path / "data", tmp_path / "tower", tmp_path / "out",
-                          tmp_path / "stage1")
-
     bf16 = parse_args(["--precision", "bf16"])
     for stage in (1, 2):
-        args = stage_args(bf16, stage)
+        args = stage_args(tmp_path, bf16, "delta", stage)
         assert args[args.index("--bf16") + 1] == "True"
     fp32 = parse_args(["--precision", "fp32"])
-    assert not any("--bf16" in stage_args(fp32, s) for s in (1, 2))
+    assert not any("--bf16" in stage_args(tmp_path, fp32, "delta", s) for s in (1, 2))
     assert parse_args([]).resolved_precision() == "fp32"
     auto = parse_args(["--precision", "auto"])
     assert auto.resolved_precision() == ("bf16" if cpu_has_native_bf16() else "fp32")
@@ -66,36 +68,28 @@ def test_precision_reaches_both_training_stages(tmp_path):
 
 
 def test_delta_init_gain_reaches_both_stages_of_delta_only(tmp_path):
-    def stage_args(cfg, projector, stage):
-        return train_args(cfg, projector, stage, "llm", tmp_path / "data", tmp_path / "tower", tmp_path / "out",
-                          tmp_path / "stage1")
-
     default = parse_args([])
     assert default.delta_init_gain == 64.0
     for stage in (1, 2):
-        args = stage_args(default, "delta", stage)
+        args = stage_args(tmp_path, default, "delta", stage)
         assert args[args.index("--mm_delta_init_gain") + 1] == "64.0"
-        assert "--mm_delta_init_gain" not in stage_args(default, "mlp2x_gelu", stage)
-        assert "--mm_delta_init_gain" not in stage_args(default, "avgpool", stage)
+        assert "--mm_delta_init_gain" not in stage_args(tmp_path, default, "mlp2x_gelu", stage)
+        assert "--mm_delta_init_gain" not in stage_args(tmp_path, default, "avgpool", stage)
     released = parse_args(["--delta-init-gain", "1"])
-    args = stage_args(released, "delta", 1)
+    args = stage_args(tmp_path, released, "delta", 1)
     assert args[args.index("--mm_delta_init_gain") + 1] == "1.0"
 
 
 def test_device_moves_training_and_evaluation(tmp_path, monkeypatch):
-    def stage_args(cfg, stage):
-        return train_args(cfg, "delta", stage, "llm", tmp_path / "data", tmp_path / "tower", tmp_path / "out",
-                          tmp_path / "stage1")
-
     cpu = parse_args([])
     assert cpu.device == "cpu"
     for stage in (1, 2):
-        args = stage_args(cpu, stage)
+        args = stage_args(tmp_path, cpu, "delta", stage)
         assert args[args.index("--use_cpu") + 1] == "True"
     cuda = parse_args(["--device", "cuda", "--stage1-steps", "700", "--stage2-steps", "100"])
     assert (cuda.device, cuda.stage1_steps, cuda.stage2_steps) == ("cuda", 700, 100)
     for stage in (1, 2):
-        args = stage_args(cuda, stage)
+        args = stage_args(tmp_path, cuda, "delta", stage)
         assert "--use_cpu" not in args  # the Trainer then takes the GPU
         assert args[args.index("--max_steps") + 1] == ("700" if stage == 1 else "100")
     with pytest.raises(SystemExit):

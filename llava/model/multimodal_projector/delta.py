@@ -567,7 +567,7 @@ class DeltaProjector(Projector):
             rank=config.mm_delta_rank,
             depth=config.mm_delta_depth,
             per_level=bool(config.mm_delta_per_level),
-            init_gain=float(getattr(config, "mm_delta_init_gain", 1.0)),
+            init_gain=float(config.mm_delta_init_gain),
         )
 
     @classmethod

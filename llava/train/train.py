@@ -185,8 +185,10 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments, at
     model.config.use_cache = False
     if model_args.freeze_backbone:
         model.get_model().requires_grad_(False)
-    # transformers 5 renamed --gradient_checkpointing (still accepted) to --activation_checkpointing.
-    checkpointing = bool(training_args.activation_checkpointing or training_args.gradient_checkpointing)
+    # Later transformers 5 releases renamed --gradient_checkpointing (still accepted) to
+    # --activation_checkpointing; 5.17 has only the old name.
+    checkpointing = bool(getattr(training_args, "activation_checkpointing", False)
+                         or training_args.gradient_checkpointing)
     if training_args.bits in (4, 8):
         from peft import prepare_model_for_kbit_training
 

@@ -11,7 +11,7 @@ from transformers import CLIPVisionModel
 
 from llava.data import synthetic
 from llava.model.multimodal_encoder.clip_encoder import build_image_processor
-from llava.quickstart.stage0 import TowerConfig, pretrain_tower, to_pixels
+from llava.quickstart.stage0 import AttributeClassifier, TowerConfig, pretrain_tower, to_pixels
 
 DATA = synthetic.SyntheticConfig(num_stage1=40, num_stage2=40, num_eval=5, image_size=56, seed=3)
 TINY = dict(image_size=56, hidden_size=64, num_layers=2, num_heads=2, batch_size=32)
@@ -55,6 +55,30 @@ def test_to_pixels_matches_the_image_processor(tmp_path):
     other = [im.resize((70, 70)) for im in images]  # not the tower's size: the processor resizes
     torch.testing.assert_close(to_pixels(other, processor),
                                processor.preprocess(other, return_tensors="pt")["pixel_values"])
+
+
+def test_classifier_reads_the_select_layer_without_running_the_layers_after_it():
+    config = TowerConfig(**dict(TINY, num_layers=3))
+    torch.manual_seed(0)
+    model = AttributeClassifier(CLIPVisionModel(config.vision_config()), {"color": 5, "shape": 4}, -2)
+    assert model.select_layer == 2
+    layers = getattr(model.tower, "vision_model", model.tower).encoder.layers
+    ran = []
+    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: ran.append(k))
+             for k, layer in enumerate(layers)]
+    pixels = torch.randn(3, 3, 56, 56, generator=torch.Generator().manual_seed(1))
+    logits = model(pixels)
+    for hook in hooks:
+        hook.remove()
+    assert ran == [0, 1]  # the third (last) layer never reaches the loss, so it is not run
+    # the same logits as from the full forward's hidden_states[-2], to the bit
+    hidden = model.tower(pixels, output_hidden_states=True).hidden_states[-2]
+    grid = model.reduce(model.norm(hidden[:, 1:])).flatten(1)
+    for name, head in model.heads.items():
+        assert torch.equal(logits[name], head(grid))
+    sum(v.sum() for v in logits.values()).backward()
+    assert all(p.grad is None for p in layers[2].parameters())
+    assert all(p.grad is not None for p in layers[1].parameters())
 
 
 def test_fresh_images_train_a_tower_that_sees(data_dir, tmp_path):

@@ -24,7 +24,7 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def _resolve_layer(index: int, num_states: int, what: str) -> int:
+def resolve_layer(index: int, num_states: int, what: str) -> int:
     """Maps a (possibly negative) index into the ``hidden_states`` tuple to a non-negative one."""
     resolved = index + num_states if index < 0 else index
     if not 0 <= resolved < num_states:
@@ -33,6 +33,33 @@ def _resolve_layer(index: int, num_states: int, what: str) -> int:
             f"(hidden_states has {num_states} entries, index 0 is the embedding output)"
         )
     return resolved
+
+
+def clip_hidden_states(model: CLIPVisionModel, images: torch.Tensor, wanted: set[int]) -> dict[int, torch.Tensor]:
+    """Selected entries of ``model(images, output_hidden_states=True).hidden_states``, by
+    non-negative index (0 = embedding output), without the work nobody reads.
+
+    Runs ``CLIPVisionModel.forward``'s own modules in its order -- embeddings, pre-LayerNorm,
+    encoder layers -- but stops after the deepest layer asked for and skips the post-LayerNorm of
+    the pooled output. The states are therefore bit-identical to the full forward's. Upstream runs
+    every layer; with LLaVA's ``mm_vision_select_layer=-2`` the last one was computed for nothing.
+
+    Args:
+        model: the tower.
+        images: [B, 3, S, S] pixel values on the tower's device, in its dtype.
+        wanted: indices into ``hidden_states``, each in 0 ... num_hidden_layers.
+    Returns:
+        {index: [B, 1 + h*w, C]} for every wanted index.
+    """
+    # Some transformers releases nest the transformer under `vision_model` (4.x, early 5.x); 5.23 does not.
+    core = getattr(model, "vision_model", model)
+    hidden = core.pre_layrnorm(core.embeddings(images))  # (B, 1 + h*w, C)
+    states = {0: hidden} if 0 in wanted else {}
+    for index, layer in enumerate(core.encoder.layers[: max(wanted)], start=1):
+        hidden = layer(hidden, None)  # (B, 1 + h*w, C); no attention mask, as the full forward
+        if index in wanted:
+            states[index] = hidden
+    return states
 
 
 def load_vision_config(name_or_path: str) -> CLIPVisionConfig:
@@ -89,8 +116,8 @@ class CLIPVisionTower(nn.Module):
         self.select_feature = select_feature
         self.cfg_only = load_vision_config(self.vision_tower_name)
         num_states = self.cfg_only.num_hidden_layers + 1
-        self.select_layer = _resolve_layer(select_layer, num_states, "mm_vision_select_layer")
-        self.extra_layers = tuple(_resolve_layer(i, num_states, "vision layer") for i in extra_layers)
+        self.select_layer = resolve_layer(select_layer, num_states, "mm_vision_select_layer")
+        self.extra_layers = tuple(resolve_layer(i, num_states, "vision layer") for i in extra_layers)
         self.image_processor = build_image_processor(self.vision_tower_name, self.cfg_only)
         # The module exists from the start (random init) so that a checkpoint that contains the
         # tower's weights fills it; load_model() reads the tower folder's own weights instead.
@@ -125,29 +152,13 @@ class CLIPVisionTower(nn.Module):
     def hidden_states(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
         """The hidden states that some stream reads, by index (0 = embedding output).
 
-        Runs ``CLIPVisionModel.forward``'s own modules in its order -- embeddings, pre-LayerNorm,
-        encoder layers -- but stops after the deepest layer asked for (``layers_needed``) and skips
-        the post-LayerNorm of the pooled output, which no stream reads. The states are therefore
-        bit-identical to ``output_hidden_states=True`` of the full forward. Upstream runs every
-        layer; with LLaVA's ``mm_vision_select_layer=-2`` the last one was computed for nothing.
-
         Args:
             images: [B, 3, S, S] pixel values (cast to the tower's device and dtype).
         Returns:
             {index: [B, 1 + h*w, C]} for ``select_layer`` and every extra layer.
         """
-        model = self.vision_tower
-        # Some transformers releases nest the transformer under `vision_model` (4.x, early 5.x); 5.23 does not.
-        core = getattr(model, "vision_model", model)
-        wanted = {self.select_layer, *self.extra_layers}
-        hidden = core.embeddings(images.to(device=self.device, dtype=self.dtype))  # (B, 1 + h*w, C)
-        hidden = core.pre_layrnorm(hidden)
-        states = {0: hidden} if 0 in wanted else {}
-        for index, layer in enumerate(core.encoder.layers[: self.layers_needed], start=1):
-            hidden = layer(hidden, None)  # (B, 1 + h*w, C); no attention mask, as the full forward
-            if index in wanted:
-                states[index] = hidden
-        return states
+        return clip_hidden_states(self.vision_tower, images.to(device=self.device, dtype=self.dtype),
+                                  {self.select_layer, *self.extra_layers})
 
     def forward(self, images: torch.Tensor) -> VisionFeatures:
         """

@@ -38,7 +38,7 @@ IGNORE = -100
 
 @dataclass
 class TowerConfig:
-    """Tower shape and stage-0 schedule. Defaults fit a 2-core CPU budget (about a minute)."""
+    """Tower shape and stage-0 schedule. Defaults fit a 2-core CPU budget (about 4 minutes)."""
 
     image_size: int = 112
     patch_size: int = 14

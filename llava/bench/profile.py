@@ -12,7 +12,8 @@ alternating runs in one process so that both see the same machine load. ``--comp
 same for the time to first token of every setting of the preset (the main benchmark measures each
 setting in its own process, one after the other, so a busy minute on a shared machine lands on one
 setting only); on CUDA it also reports the GPU busy time of that prefill (kernel time without the
-host's launch gaps), which shows whether the host or the GPU sets the time.
+host's launch gaps), which shows whether the host or the GPU sets the time. ``--compare-training
+stage1|full|lora`` does it for one training step of every setting.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from llava.bench.machine import Clock
 from llava.bench.presets import PRESETS, Setting, get_preset, parse_settings
 from llava.bench.speed import (
     _checkpointing_plan, _prepare_stage, _set_checkpointing, build_model, llava_config, make_inputs, timed_generate,
-    timed_runs, training_inputs, write_tower_folder)
+    timed_runs, training_inputs, training_step, write_tower_folder)
 from llava.constants import IGNORE_INDEX
 from llava.model.attention import select_attn_implementation
 from llava.model.multimodal_encoder.builder import build_vision_tower
@@ -214,6 +215,54 @@ def compare_ttft(preset, settings, batch: int, device: torch.device, dtype: torc
     return result
 
 
+def compare_training(preset, settings, stage: str, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
+    """Samples/s of one training step of every setting, measured round-robin in one process.
+
+    The step is the benchmark's (``measure_training``): the preset's batch for ``stage`` ("stage1",
+    "full" or "lora"), AdamW, gradient checkpointing as the preset tries first. Each round runs one
+    step of every model, so machine load spreads evenly over the settings; every model and its
+    optimizer stay in memory at once. Returns ``{label: {"step_s": median, "samples_per_s",
+    "runs_s": [...], "speedup": baseline step / this step}}``; the baseline is the first setting.
+    """
+    clock = Clock(device)
+    lr = preset.stage1_lr if stage == "stage1" else preset.stage2_lr
+    checkpointing, why = _checkpointing_plan(preset, device)[0]
+    with tempfile.TemporaryDirectory(prefix="llava_profile_train_") as tower_dir:
+        write_tower_folder(tower_dir, preset.tower)
+        attn = select_attn_implementation(device, None)
+        steps, tokens = {}, {}
+        for setting in settings:
+            model = build_model(llava_config(preset, setting, tower_dir), device, dtype, attn)
+            visual = model.num_image_tokens()
+            label = setting.label(visual)
+            model, _ = _prepare_stage(model, stage, preset)
+            batch = training_inputs(model.config, preset, stage, device, dtype)
+            if checkpointing:
+                _set_checkpointing(model, True)
+            model.train()
+            steps[label], _ = training_step(model, [p for p in model.parameters() if p.requires_grad], batch, lr,
+                                            device)
+            tokens[label] = batch["input_ids"].shape[1] - 1 + visual
+        runs: dict[str, list[float]] = {label: [] for label in steps}
+        for step in steps.values():  # warm-up
+            timed_runs(step, 1, 0, clock)
+        for _ in range(repeats):
+            for label, step in steps.items():
+                runs[label] += timed_runs(step, 0, 1, clock)
+    size = preset.batch(stage)
+    base = statistics.median(next(iter(runs.values())))
+    result = {}
+    print(f"{stage} training step, batch {size}, gradient checkpointing {'on' if checkpointing else 'off'} ({why}), "
+          f"{repeats} rounds over all settings ({dtype}):")
+    for label, times in runs.items():
+        median = statistics.median(times)
+        result[label] = {"step_s": median, "samples_per_s": size / median, "sequence_tokens": tokens[label],
+                         "runs_s": times, "speedup": base / median}
+        print(f"  {label:<18} {tokens[label]:5d} tokens  {median * 1e3:9.1f} ms  {size / median:8.3f} samples/s  "
+              f"{base / median:5.2f}x  (runs: {', '.join(f'{t * 1e3:.0f}' for t in times)} ms)")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m llava.bench.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,9 +282,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="time a training step's LM head on labelled rows only against full logits, alternating runs")
     p.add_argument("--compare-ttft", action="store_true",
                    help="time to first token of every setting of the preset, round-robin in one process")
+    p.add_argument("--compare-training", choices=["stage1", "full", "lora"], default=None,
+                   help="samples/s of one training step of every setting of the preset, round-robin in one process")
     p.add_argument("--settings", type=parse_settings, default=None,
-                   help="--compare-ttft: projector:scale_factor list, baseline first (default: the preset's five; "
-                        "all models stay in memory at once)")
+                   help="--compare-ttft / --compare-training: projector:scale_factor list, baseline first (default: "
+                        "the preset's five; all models stay in memory at once)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -244,6 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     dtype = getattr(torch, args.dtype or preset.dtype)
     if args.compare_ttft:
         compare_ttft(preset, args.settings or preset.settings, args.batch, device, dtype, args.repeats)
+        return
+    if args.compare_training:
+        compare_training(preset, args.settings or preset.settings, args.compare_training, device, dtype,
+                         args.repeats)
         return
     if args.compare_full_logits:
         compare_loss_paths(preset, Setting(args.projector, args.scale_factor), args.compare_full_logits, device, dtype,

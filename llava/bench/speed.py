@@ -355,12 +355,8 @@ def _checkpointing_plan(preset: Preset, device: torch.device) -> list[tuple[bool
             (True, "auto: on, the step ran out of device memory without it")]
 
 
-def _timed_steps(model, params: list, batch: dict, lr: float, checkpointing: bool, preset: Preset,
-                 device: torch.device, clock: Clock, memory: PeakMemory) -> tuple[list[float], float]:
-    """Times ``train_steps`` AdamW steps (after ``warmup``); returns (times in s, peak MiB)."""
-    if checkpointing:
-        _set_checkpointing(model, True)
-    model.train()
+def training_step(model, params: list, batch: dict, lr: float, device: torch.device):
+    """One AdamW step on ``batch`` as a callable, with its optimizer: ``(step, optimizer)``."""
     optimizer = torch.optim.AdamW(params, lr=lr, fused=device.type == "cuda")
 
     def step() -> None:
@@ -369,6 +365,16 @@ def _timed_steps(model, params: list, batch: dict, lr: float, checkpointing: boo
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step, optimizer
+
+
+def _timed_steps(model, params: list, batch: dict, lr: float, checkpointing: bool, preset: Preset,
+                 device: torch.device, clock: Clock, memory: PeakMemory) -> tuple[list[float], float]:
+    """Times ``train_steps`` AdamW steps (after ``warmup``); returns (times in s, peak MiB)."""
+    if checkpointing:
+        _set_checkpointing(model, True)
+    model.train()
+    step, optimizer = training_step(model, params, batch, lr, device)
     memory.reset()
     try:
         times = timed_runs(step, preset.warmup, preset.train_steps, clock)

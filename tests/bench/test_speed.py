@@ -306,3 +306,20 @@ def test_profile_compare_ttft_takes_settings_on_the_command_line(capsys):
     profile_main(["--preset", "tiny", "--compare-ttft", "--repeats", "1", "--settings", "mlp2x_gelu,delta:3"])
     out = capsys.readouterr().out
     assert "mlp2x_gelu@144" in out and "delta@16" in out and "avgpool" not in out
+
+
+@pytest.mark.parametrize("stage", ["stage1", "full", "lora"])
+def test_compare_training_runs_round_robin_at_tiny_size(stage, capsys):
+    from llava.bench.profile import compare_training
+
+    preset = get_preset("tiny")
+    result = compare_training(preset, [Setting("mlp2x_gelu", 1), Setting("delta", 2)], stage, torch.device("cpu"),
+                              torch.float32, repeats=2)
+    assert list(result) == ["mlp2x_gelu@144", "delta@36"]
+    for entry in result.values():
+        assert len(entry["runs_s"]) == 2 and entry["step_s"] > 0
+        assert entry["samples_per_s"] == pytest.approx(preset.batch(stage) / entry["step_s"])
+    # Same text in both batches: the sequences differ by the visual tokens only.
+    assert result["mlp2x_gelu@144"]["sequence_tokens"] - result["delta@36"]["sequence_tokens"] == 144 - 36
+    assert result["mlp2x_gelu@144"]["speedup"] == 1.0
+    assert f"{stage} training step" in capsys.readouterr().out

@@ -19,12 +19,16 @@ stage1|full|lora`` does it for one training step of every setting.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import tempfile
+from pathlib import Path
+from typing import Callable
 
 import torch
 
-from llava.bench.machine import Clock
+from llava.bench.machine import Clock, describe_machine, describe_versions, load_average
 from llava.bench.presets import PRESETS, Setting, get_preset, parse_settings
 from llava.bench.speed import (
     _checkpointing_plan, _prepare_stage, _set_checkpointing, build_model, llava_config, make_inputs, timed_generate,
@@ -168,6 +172,30 @@ def gpu_busy_s(fn) -> float:
                if e.device_type == DeviceType.CUDA and not e.is_user_annotation) / 1e6
 
 
+def build_models(preset, settings, device: torch.device, dtype: torch.dtype) -> dict:
+    """A model (random weights, eval mode) of every setting, by label; all stay in memory at once."""
+    with tempfile.TemporaryDirectory(prefix="llava_profile_models_") as tower_dir:
+        write_tower_folder(tower_dir, preset.tower)
+        attn = select_attn_implementation(device, None)
+        models = {}
+        for setting in settings:
+            model = build_model(llava_config(preset, setting, tower_dir), device, dtype, attn)
+            models[setting.label(model.num_image_tokens())] = model
+        return models
+
+
+def round_robin(measures: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Calls every measure once to warm up, then ``repeats`` rounds of one call each, in order, so
+    that machine load spreads evenly over them. Each call returns the seconds it measured."""
+    for measure in measures.values():
+        measure()
+    runs: dict[str, list[float]] = {label: [] for label in measures}
+    for _ in range(repeats):
+        for label, measure in measures.items():
+            runs[label].append(measure())
+    return runs
+
+
 def compare_ttft(preset, settings, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
     """Time to first token of every setting, measured round-robin in one process.
 
@@ -177,26 +205,16 @@ def compare_ttft(preset, settings, batch: int, device: torch.device, dtype: torc
     the first setting.
     """
     clock = Clock(device)
-    with tempfile.TemporaryDirectory(prefix="llava_profile_ttft_") as tower_dir:
-        write_tower_folder(tower_dir, preset.tower)
-        attn = select_attn_implementation(device, None)
-        models, inputs = {}, {}
-        for setting in settings:
-            model = build_model(llava_config(preset, setting, tower_dir), device, dtype, attn)
-            label = setting.label(model.num_image_tokens())
-            models[label] = model
-            inputs[label] = make_inputs(model.config, preset, batch, device, dtype, seed=batch)
-        runs: dict[str, list[float]] = {label: [] for label in models}
-        for label, model in models.items():  # warm-up
-            timed_generate(model, inputs[label], preset.short_new_tokens, clock)
-        for _ in range(repeats):
-            for label, model in models.items():
-                runs[label].append(timed_generate(model, inputs[label], preset.short_new_tokens, clock)["ttft"])
-        busy: dict[str, float] = {}
-        if device.type == "cuda":  # GPU work of a one-token generate: tower, projector, splice, prefill
-            for label, model in models.items():
-                busy[label] = statistics.median(
-                    gpu_busy_s(lambda: timed_generate(model, inputs[label], 1, clock)) for _ in range(3))
+    models = build_models(preset, settings, device, dtype)
+    inputs = {label: make_inputs(model.config, preset, batch, device, dtype, seed=batch)
+              for label, model in models.items()}
+    runs = round_robin({label: (lambda m=model, x=inputs[label]: timed_generate(
+        m, x, preset.short_new_tokens, clock)["ttft"]) for label, model in models.items()}, repeats)
+    busy: dict[str, float] = {}
+    if device.type == "cuda":  # GPU work of a one-token generate: tower, projector, splice, prefill
+        for label, model in models.items():
+            busy[label] = statistics.median(
+                gpu_busy_s(lambda: timed_generate(model, inputs[label], 1, clock)) for _ in range(3))
     base = statistics.median(next(iter(runs.values())))
     result = {}
     print(f"time to first token, batch {batch}, {repeats} rounds over all settings ({dtype}):")
@@ -227,28 +245,18 @@ def compare_training(preset, settings, stage: str, device: torch.device, dtype: 
     clock = Clock(device)
     lr = preset.stage1_lr if stage == "stage1" else preset.stage2_lr
     checkpointing, why = _checkpointing_plan(preset, device)[0]
-    with tempfile.TemporaryDirectory(prefix="llava_profile_train_") as tower_dir:
-        write_tower_folder(tower_dir, preset.tower)
-        attn = select_attn_implementation(device, None)
-        steps, tokens = {}, {}
-        for setting in settings:
-            model = build_model(llava_config(preset, setting, tower_dir), device, dtype, attn)
-            visual = model.num_image_tokens()
-            label = setting.label(visual)
-            model, _ = _prepare_stage(model, stage, preset)
-            batch = training_inputs(model.config, preset, stage, device, dtype)
-            if checkpointing:
-                _set_checkpointing(model, True)
-            model.train()
-            steps[label], _ = training_step(model, [p for p in model.parameters() if p.requires_grad], batch, lr,
-                                            device)
-            tokens[label] = batch["input_ids"].shape[1] - 1 + visual
-        runs: dict[str, list[float]] = {label: [] for label in steps}
-        for step in steps.values():  # warm-up
-            timed_runs(step, 1, 0, clock)
-        for _ in range(repeats):
-            for label, step in steps.items():
-                runs[label] += timed_runs(step, 0, 1, clock)
+    steps, tokens = {}, {}
+    for label, model in build_models(preset, settings, device, dtype).items():
+        visual = model.num_image_tokens()
+        model, _ = _prepare_stage(model, stage, preset)
+        batch = training_inputs(model.config, preset, stage, device, dtype)
+        if checkpointing:
+            _set_checkpointing(model, True)
+        model.train()
+        steps[label], _ = training_step(model, [p for p in model.parameters() if p.requires_grad], batch, lr, device)
+        tokens[label] = batch["input_ids"].shape[1] - 1 + visual
+    runs = round_robin({label: (lambda s=step: timed_runs(s, 0, 1, clock)[0]) for label, step in steps.items()},
+                       repeats)
     size = preset.batch(stage)
     base = statistics.median(next(iter(runs.values())))
     result = {}
@@ -287,25 +295,39 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settings", type=parse_settings, default=None,
                    help="--compare-ttft / --compare-training: projector:scale_factor list, baseline first (default: "
                         "the preset's five; all models stay in memory at once)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="with a --compare-* mode: also write its result, the machine, versions and command here")
     args = p.parse_args(argv)
+    if args.json and not (args.compare_ttft or args.compare_training or args.compare_full_logits
+                          or args.compare_full_tower):
+        p.error("--json needs one of the --compare-* modes")
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)
     device = torch.device(args.device or preset.device)
     dtype = getattr(torch, args.dtype or preset.dtype)
+    load_before = load_average()
+    result = None
     if args.compare_ttft:
-        compare_ttft(preset, args.settings or preset.settings, args.batch, device, dtype, args.repeats)
-        return
-    if args.compare_training:
-        compare_training(preset, args.settings or preset.settings, args.compare_training, device, dtype,
-                         args.repeats)
-        return
-    if args.compare_full_logits:
-        compare_loss_paths(preset, Setting(args.projector, args.scale_factor), args.compare_full_logits, device, dtype,
-                           args.repeats)
-        return
-    if args.compare_full_tower:
-        compare_tower_paths(preset, Setting(args.projector, args.scale_factor), args.batch, device, dtype, args.repeats)
+        result = compare_ttft(preset, args.settings or preset.settings, args.batch, device, dtype, args.repeats)
+    elif args.compare_training:
+        result = compare_training(preset, args.settings or preset.settings, args.compare_training, device, dtype,
+                                  args.repeats)
+    elif args.compare_full_logits:
+        result = compare_loss_paths(preset, Setting(args.projector, args.scale_factor), args.compare_full_logits,
+                                    device, dtype, args.repeats)
+    elif args.compare_full_tower:
+        result = compare_tower_paths(preset, Setting(args.projector, args.scale_factor), args.batch, device, dtype,
+                                     args.repeats)
+    if result is not None:
+        if args.json:
+            record = {"command": "python -m llava.bench.profile " + " ".join(sys.argv[1:] if argv is None else argv),
+                      "preset": preset.name, "dtype": str(dtype), "weights": "random (built from configs)",
+                      "machine": describe_machine(device), "versions": describe_versions(),
+                      "load_average_before": load_before, "load_average_after": load_average(), "result": result}
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(record, indent=1) + "\n")
+            print(f"wrote {args.json}")
         return
     components = ("tower", "projector") if args.component == "both" else (args.component,)
     profile_parts(preset, Setting(args.projector, args.scale_factor), args.batch, device, dtype, args.repeats,

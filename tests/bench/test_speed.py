@@ -323,3 +323,19 @@ def test_compare_training_runs_round_robin_at_tiny_size(stage, capsys):
     assert result["mlp2x_gelu@144"]["sequence_tokens"] - result["delta@36"]["sequence_tokens"] == 144 - 36
     assert result["mlp2x_gelu@144"]["speedup"] == 1.0
     assert f"{stage} training step" in capsys.readouterr().out
+
+
+def test_profile_comparison_writes_json_with_the_machine(tmp_path, capsys):
+    from llava.bench.profile import main as profile_main
+
+    out = tmp_path / "rr" / "stage1.json"
+    profile_main(["--preset", "tiny", "--compare-training", "stage1", "--repeats", "1", "--settings",
+                  "mlp2x_gelu,delta:3", "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert record["command"].endswith(f"--json {out}") and record["preset"] == "tiny"
+    assert record["machine"]["cpu_cores"] > 0 and record["versions"]["torch"] == torch.__version__
+    assert list(record["result"]) == ["mlp2x_gelu@144", "delta@16"]
+    assert record["result"]["delta@16"]["samples_per_s"] > 0
+    with pytest.raises(SystemExit):
+        profile_main(["--preset", "tiny", "--json", str(out)])
+    assert "--json needs one of the --compare-* modes" in capsys.readouterr().err

@@ -61,6 +61,11 @@ class QuickstartConfig:
     lora_alpha: int = 32
     stage2_projector_lr: float = 2e-5
     batch_size: int = 16
+    # Stage 2 runs each step of batch_size chats as micro-batches of this many (gradient
+    # accumulation); the sampler gives each micro-batch a contiguous length range of the step's
+    # samples, so they carry less padding: on 2 cores 1.3-1.5x faster than one batch of 16, with
+    # the same loss curve and the same 250 answers (docs/quickstart/README.md). None: one batch.
+    stage2_micro_batch: int | None = 8
     eval_batch_size: int = 16
     model_max_length: int = 256
     threads: int | None = None
@@ -80,6 +85,13 @@ class QuickstartConfig:
         if self.precision != "auto":
             return self.precision
         return "bf16" if cpu_has_native_bf16() else "fp32"
+
+    def stage2_batching(self) -> tuple[int, int]:
+        """(per-device batch, gradient accumulation steps) of a stage-2 step of ``batch_size`` chats."""
+        micro = min(self.stage2_micro_batch or self.batch_size, self.batch_size)
+        if micro < 1 or self.batch_size % micro:
+            raise ValueError(f"--stage2-micro-batch ({micro}) must divide --batch-size ({self.batch_size})")
+        return micro, self.batch_size // micro
 
     def stage2_learning_rate(self) -> float:
         if self.stage2_lr is not None:
@@ -145,6 +157,7 @@ def _worth_showing(line: str) -> bool:
 def train_args(cfg: QuickstartConfig, projector: str, stage: int, llm: str, data: Path, tower: Path,
                out_dir: Path, stage1_dir: Path | None = None) -> list[str]:
     """The flags of ``scripts/v1_5/pretrain_delta.sh`` / ``finetune_delta.sh`` at CPU sizes."""
+    batch, accumulation = (cfg.batch_size, 1) if stage == 1 else cfg.stage2_batching()
     args = [
         "--model_name_or_path", llm,
         "--version", "plain" if stage == 1 else "chatml",
@@ -158,8 +171,8 @@ def train_args(cfg: QuickstartConfig, projector: str, stage: int, llm: str, data
         "--image_aspect_ratio", "pad",
         "--output_dir", str(out_dir),
         "--max_steps", str(cfg.stage1_steps if stage == 1 else cfg.stage2_steps),
-        "--per_device_train_batch_size", str(cfg.batch_size),
-        "--gradient_accumulation_steps", "1",
+        "--per_device_train_batch_size", str(batch),
+        "--gradient_accumulation_steps", str(accumulation),
         "--eval_strategy", "no",
         "--save_strategy", "no",
         "--learning_rate", str(cfg.stage1_lr if stage == 1 else cfg.stage2_learning_rate()),
@@ -249,6 +262,7 @@ def run(cfg: QuickstartConfig) -> dict:
     """The whole pipeline; writes ``results.json`` and ``results.png`` under ``cfg.out``."""
     start = time.time()
     check_device(cfg.device)
+    cfg.stage2_batching()  # a micro-batch that does not divide the batch fails before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:  # for this process (stage 0) and the stage subprocesses
@@ -353,6 +367,9 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
     for name in ("num_stage1", "num_stage2", "num_eval", "stage1_steps", "stage2_steps", "batch_size",
                  "eval_batch_size", "scale_factor", "model_max_length", "seed", "threads"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
+    p.add_argument("--stage2-micro-batch", type=int, default=None,
+                   help=f"run each stage-2 step as micro-batches of this many chats, grouped by length (gradient "
+                        f"accumulation: same samples per step, less padding; default {cfg.stage2_micro_batch})")
     p.add_argument("--stage2-mode", choices=("lora", "full"), default=None,
                    help="stage 2 as full finetuning of the LLM (default; cheaper than LoRA on a CPU) or LoRA + merge")
     for name in ("stage1_lr", "stage2_lr"):
@@ -373,7 +390,8 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         cfg = QuickstartConfig(num_stage1=48, num_stage2=48, num_eval=10, stage1_steps=2, stage2_steps=2,
                                batch_size=4, eval_batch_size=5, tower=TowerConfig(
                                    image_size=56, hidden_size=64, num_layers=2, num_heads=2, steps=3, batch_size=16),
-                               delta_layers="1,2", model_max_length=128, stage2_mode="lora", lora_r=4, lora_alpha=8)
+                               delta_layers="1,2", model_max_length=128, stage2_mode="lora", lora_r=4, lora_alpha=8,
+                               stage2_micro_batch=2)
     cfg.out, cfg.llm = args.out, args.llm
     if args.compare:
         cfg.projectors = PROJECTORS
@@ -381,7 +399,7 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         cfg.projectors = tuple(x.strip() for x in args.projectors.split(","))
     for name in ("num_stage1", "num_stage2", "num_eval", "stage1_steps", "stage2_steps", "batch_size",
                  "eval_batch_size", "scale_factor", "model_max_length", "seed", "threads", "stage1_lr", "stage2_lr",
-                 "delta_layers", "delta_init_gain", "stage2_mode", "precision", "device"):
+                 "delta_layers", "delta_init_gain", "stage2_mode", "precision", "device", "stage2_micro_batch"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.image_size is not None:

@@ -132,6 +132,7 @@ class LLaVATrainer(Trainer):
             lengths=dataset.modality_lengths,
             group_by_modality=True,
             seed=seed,
+            accumulation_steps=self.args.gradient_accumulation_steps,
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

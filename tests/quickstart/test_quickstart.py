@@ -104,6 +104,25 @@ def test_device_moves_training_and_evaluation(tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_stage2_micro_batch_splits_stage2_steps_only(tmp_path):
+    def batching(cfg, stage):
+        args = stage_args(tmp_path, cfg, "delta", stage)
+        return args[args.index("--per_device_train_batch_size") + 1], args[args.index("--gradient_accumulation_steps") + 1]
+
+    default = parse_args([])  # 16 chats a step either way
+    assert batching(default, 1) == ("16", "1") and batching(default, 2) == ("8", "2")
+    micro = parse_args(["--stage2-micro-batch", "4"])
+    assert batching(micro, 1) == ("16", "1") and batching(micro, 2) == ("4", "4")
+    assert batching(parse_args(["--stage2-micro-batch", "16"]), 2) == ("16", "1")
+    assert batching(parse_args(["--stage2-micro-batch", "32"]), 2) == ("16", "1")  # at most the whole batch
+    assert batching(parse_args(["--fast"]), 2) == ("2", "2")  # the fast pipeline runs the accumulation path
+    assert "--group_by_modality_length" in stage_args(tmp_path, micro, "delta", 2)
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match=r"--stage2-micro-batch \(5\) must divide --batch-size \(16\)"):
+        run(parse_args(["--stage2-micro-batch", "5", "--out", str(out)]))
+    assert not out.exists()
+
+
 def test_fast_pipeline_in_bf16(tmp_path, tiny_chatml_llm, capsys):
     out = tmp_path / "quickstart_bf16"
     report = run(parse_args(["--fast", "--projectors", "delta", "--precision", "bf16", "--out", str(out),

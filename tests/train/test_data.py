@@ -15,7 +15,7 @@ from llava.conversation import conv_templates
 from llava.data.collator import DataCollatorForSupervisedDataset
 from llava.data.dataset import LazySupervisedDataset, SampleTooLongError, check_tokenization
 from llava.data.preprocess import conv_mode_for_version, conversation_template, preprocess, preprocess_multimodal
-from llava.data.sampler import LengthGroupedSampler, get_modality_length_grouped_indices
+from llava.data.sampler import LengthGroupedSampler, get_length_grouped_indices, get_modality_length_grouped_indices
 from llava.data.validation import check_data_file, enforce_report
 from llava.mm_utils import tokenizer_image_token
 
@@ -175,6 +175,37 @@ def test_modality_sampler_keeps_modalities_apart_and_is_reproducible():
     assert list(LengthGroupedSampler(2, 2, lengths, group_by_modality=True, seed=3)) == first
     sampler.set_epoch(1)
     assert sorted(list(sampler)) == sorted(first)
+
+
+def _padded_tokens(order: list[int], lengths: list[int], batch_size: int) -> int:
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+
+def test_accumulation_steps_take_contiguous_length_runs_of_the_same_megabatches():
+    lengths = torch.randint(5, 200, (64,), generator=torch.Generator().manual_seed(1)).tolist()
+    whole = get_length_grouped_indices(lengths, 16, 1, torch.Generator().manual_seed(0))
+    # 4 micro-batches of 4 per optimizer step, one process
+    micro = get_length_grouped_indices(lengths, 4, 4, torch.Generator().manual_seed(0), accumulation_steps=4)
+    upstream = get_length_grouped_indices(lengths, 4, 4, torch.Generator().manual_seed(0))  # chunks balanced
+    for step in range(4):  # every optimizer step trains on the same 16 samples
+        block = slice(16 * step, 16 * (step + 1))
+        assert sorted(micro[block]) == sorted(whole[block]) == sorted(upstream[block])
+        batches = [micro[16 * step + 4 * k:16 * step + 4 * (k + 1)] for k in range(4)]
+        for longer, shorter in zip(batches, batches[1:]):  # longest first, no overlap of ranges
+            assert min(lengths[i] for i in longer) >= max(lengths[i] for i in shorter)
+    assert _padded_tokens(micro, lengths, 4) < 0.8 * _padded_tokens(upstream, lengths, 4)
+    # 2 processes x 2 accumulation steps: each step's two rank batches are balanced, step 0 the longer
+    both = get_length_grouped_indices(lengths, 4, 4, torch.Generator().manual_seed(0), accumulation_steps=2)
+    assert sorted(both[:16]) == sorted(whole[:16])
+    rank0, rank1, later0, later1 = (both[4 * k:4 * (k + 1)] for k in range(4))
+    assert min(lengths[i] for i in rank0 + rank1) >= max(lengths[i] for i in later0 + later1)
+    assert abs(sum(lengths[i] for i in rank0) - sum(lengths[i] for i in rank1)) <= max(lengths)
+    # the modality sampler passes it on; a world size that is not a multiple is refused
+    sampler = LengthGroupedSampler(4, 4, lengths, group_by_modality=True, seed=0, accumulation_steps=4)
+    assert sorted(sampler) == list(range(64))
+    with pytest.raises(ValueError, match="not a multiple of accumulation_steps"):
+        LengthGroupedSampler(4, 6, lengths, accumulation_steps=4)
 
 
 # ---------------------------------------------------------------------------------------- bad input

@@ -92,6 +92,26 @@ def test_stage1_then_stage2_then_load_and_generate(tmp_path, llama_base, train_t
     assert all(torch.equal(v, trainer.model.get_model().mm_projector.state_dict()[k]) for k, v in loaded.items())
 
 
+def test_gradient_accumulation_by_length_trains_like_one_batch(tmp_path, llama_base, train_tower, tiny_data):
+    """4 samples per step as one batch, or as 2 length-sorted micro-batches of 2: the same samples,
+    the same loss (normalised over the step's labelled tokens) and the same update (SGD, so the update
+    is the gradient itself)."""
+    weights = {}
+    for name, batch, accumulation in (("whole", 4, 1), ("micro", 2, 2)):
+        trainer = train(argv=common_args(tmp_path / name, llama_base, train_tower, tiny_data["stage2"],
+                                         tiny_data["image_folder"], version="v1", mm_projector_type="mlp2x_gelu",
+                                         group_by_modality_length=True, per_device_train_batch_size=batch,
+                                         gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd",
+                                         learning_rate="0.5", lr_scheduler_type="constant"))
+        weights[name] = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if v.requires_grad}
+        weights[name + "_loss"] = trainer.state.log_history[0]["loss"]
+    assert weights["micro_loss"] == pytest.approx(weights["whole_loss"], rel=1e-5)
+    base = load_file(Path(llama_base) / "model.safetensors")["model.embed_tokens.weight"]
+    assert not torch.equal(weights["whole"]["model.embed_tokens.weight"], base)  # the step did train
+    for key, value in weights["whole"].items():
+        torch.testing.assert_close(weights["micro"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
 def test_stage1_killed_midway_resumes_to_the_same_end(tmp_path, llama_base, train_tower, tiny_data):
     def args(out):
         return common_args(out, llama_base, train_tower, tiny_data["stage1"], tiny_data["image_folder"],

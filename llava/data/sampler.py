@@ -40,15 +40,20 @@ def split_to_even_chunks(indices: list[int], lengths: list[int], num_chunks: int
     return chunks
 
 
+def check_accumulation(world_size: int, accumulation_steps: int) -> int:
+    """The number of processes in ``world_size`` (processes x accumulation steps)."""
+    if accumulation_steps < 1 or world_size % accumulation_steps:
+        raise ValueError(f"world_size ({world_size}, processes x accumulation steps) is not a multiple of "
+                         f"accumulation_steps ({accumulation_steps})")
+    return world_size // accumulation_steps
+
+
 def split_megabatch(megabatch: list[int], lengths: list[int], world_size: int,
                     accumulation_steps: int = 1) -> list[list[int]]:
     """The per-device batches of a length-sorted megabatch, in the order the data loader deals them:
     accumulation step 0 for every process, then step 1, ... Each accumulation step takes the next
     contiguous run of the megabatch, split over the processes by :func:`split_to_even_chunks`."""
-    if accumulation_steps < 1 or world_size % accumulation_steps:
-        raise ValueError(f"world_size ({world_size}, processes x accumulation steps) is not a multiple of "
-                         f"accumulation_steps ({accumulation_steps})")
-    processes = world_size // accumulation_steps
+    processes = check_accumulation(world_size, accumulation_steps)
     per_step = -(-len(megabatch) // accumulation_steps)  # ceil: a short last megabatch still fills the steps
     return [chunk for start in range(0, len(megabatch), per_step)
             for chunk in split_to_even_chunks(megabatch[start:start + per_step], lengths, processes)]
@@ -112,9 +117,7 @@ class LengthGroupedSampler(Sampler):
                  seed: int = 0, accumulation_steps: int = 1):
         if lengths is None:
             raise ValueError("LengthGroupedSampler needs lengths")
-        if accumulation_steps < 1 or world_size % accumulation_steps:
-            raise ValueError(f"world_size ({world_size}, processes x accumulation steps) is not a multiple of "
-                             f"accumulation_steps ({accumulation_steps})")
+        check_accumulation(world_size, accumulation_steps)
         self.accumulation_steps = accumulation_steps
         self.batch_size = batch_size
         self.world_size = world_size

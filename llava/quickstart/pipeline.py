@@ -88,7 +88,7 @@ class QuickstartConfig:
 
     def stage2_batching(self) -> tuple[int, int]:
         """(per-device batch, gradient accumulation steps) of a stage-2 step of ``batch_size`` chats."""
-        micro = min(self.stage2_micro_batch or self.batch_size, self.batch_size)
+        micro = self.batch_size if self.stage2_micro_batch is None else min(self.stage2_micro_batch, self.batch_size)
         if micro < 1 or self.batch_size % micro:
             raise ValueError(f"--stage2-micro-batch ({micro}) must divide --batch-size ({self.batch_size})")
         return micro, self.batch_size // micro

@@ -118,6 +118,8 @@ def test_stage2_micro_batch_splits_stage2_steps_only(tmp_path):
     assert batching(parse_args(["--fast"]), 2) == ("2", "2")  # the fast pipeline runs the accumulation path
     assert "--group_by_modality_length" in stage_args(tmp_path, micro, "delta", 2)
     out = tmp_path / "never"
+    with pytest.raises(ValueError, match=r"--stage2-micro-batch \(0\) must divide"):
+        parse_args(["--stage2-micro-batch", "0"]).stage2_batching()
     with pytest.raises(ValueError, match=r"--stage2-micro-batch \(5\) must divide --batch-size \(16\)"):
         run(parse_args(["--stage2-micro-batch", "5", "--out", str(out)]))
     assert not out.exists()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from llava.quickstart.pipeline import QuickstartConfig, cpu_has_native_bf16, parse_args, run, train_args
+from llava.quickstart.pipeline import (QuickstartConfig, cpu_has_native_bf16, parse_args, run, train_args,
+                                       train_loop_seconds)
 from tests.conftest import TINY_LLM
 
 
@@ -40,6 +41,10 @@ def test_fast_pipeline_with_compare(tmp_path, tiny_chatml_llm, capsys):
         assert set(result["accuracy"]) >= {"color", "shape", "position", "count", "word", "overall"}
         assert 0 <= result["unanswered"] <= 10  # a random tiny LLM may answer with nothing
         assert result["stage1_seconds"] > 0 and result["stage2_seconds"] > 0
+        # the training loop's own time (the Trainer's train_runtime) is part of the stage's wall time
+        assert 0 < result["stage1_train_seconds"] < result["stage1_seconds"]
+        assert 0 < result["stage2_train_seconds"] < result["stage2_seconds"]
+        assert result["stage1_train_seconds_per_sample"] == pytest.approx(result["stage1_train_seconds"] / (2 * 4))
         assert (Path(result["checkpoint"]) / "config.json").is_file()
         answers = [json.loads(line) for line in (out / result["projector"] / "answers.jsonl").read_text().splitlines()]
         assert sorted(a["question_id"] for a in answers) == [f"eval-{i:06d}" for i in range(10)]
@@ -47,7 +52,7 @@ def test_fast_pipeline_with_compare(tmp_path, tiny_chatml_llm, capsys):
     assert saved["results"][0]["projector"] == "delta" and "heldout_accuracy" in saved["stage0"]
     assert (out / "results.png").stat().st_size > 1000
     printed = capsys.readouterr().out
-    assert "stage-1 time per sample, mlp2x_gelu / delta" in printed
+    assert "stage-1 time per sample, mlp2x_gelu / delta" in printed and "(training loop only)" in printed
     assert "python -m llava.serve.gradio_web_server --model-path" in printed
     # the trained tower is an ordinary local vision-tower folder
     assert (out / "vision_tower" / "config.json").is_file() and (out / "vision_tower" / "model.safetensors").is_file()
@@ -138,3 +143,14 @@ def test_fast_pipeline_in_bf16(tmp_path, tiny_chatml_llm, capsys):
     answers = (out / "delta" / "answers.jsonl").read_text().splitlines()
     assert len(answers) == 10
     assert "training precision: bf16" in capsys.readouterr().out
+
+
+def test_train_loop_seconds_reads_the_trainer_state_and_names_a_bad_file(tmp_path):
+    state = {"log_history": [{"loss": 2.0, "step": 10}, {"train_runtime": 12.5, "step": 20}]}
+    (tmp_path / "trainer_state.json").write_text(json.dumps(state))
+    assert train_loop_seconds(tmp_path) == 12.5
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": [{"loss": 2.0}]}))
+    with pytest.raises(RuntimeError, match="trainer_state.json has no train_runtime entry"):
+        train_loop_seconds(tmp_path)
+    with pytest.raises(RuntimeError, match=f"cannot read the training time from {tmp_path / 'missing'}"):
+        train_loop_seconds(tmp_path / "missing")

@@ -76,6 +76,9 @@ def prepare_embedded_llm(out_dir: str | Path = DEFAULT_DIR) -> str:
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file() and (out_dir / "model.safetensors").is_file():
         return str(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists but holds no checkpoint (config.json + model.safetensors); "
+                              f"the embedded LLM is not written over other files: remove it or pick another folder")
     source = gguf_location()
     start = time.time()
     with _gguf_parsed_once():
@@ -91,10 +94,11 @@ def prepare_embedded_llm(out_dir: str | Path = DEFAULT_DIR) -> str:
     # Written next to the target and renamed at the end, so an interrupted conversion never leaves
     # a folder that the check above would take for a finished one.
     partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(partial, ignore_errors=True)  # an earlier interrupted conversion
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    shutil.rmtree(out_dir, ignore_errors=True)  # a leftover without weights
+    if out_dir.exists():
+        out_dir.rmdir()  # empty (checked above)
     partial.rename(out_dir)
     logger.info("Saved SmolLM2-135M-Instruct to %s in %.0f s", out_dir, time.time() - start)
     return str(out_dir)

@@ -16,10 +16,11 @@ from llava.embedded import GGUF_FILE, gguf_location, prepare_embedded_llm
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> str:
-    # A leftover folder without weights (say, from an interrupted copy) must not pass for a checkpoint.
     folder = tmp_path_factory.mktemp("embedded") / "smollm2-135m-instruct"
+    # what an interrupted conversion leaves behind: a partial folder beside an empty target
+    (folder.parent / (folder.name + ".partial")).mkdir()
+    (folder.parent / (folder.name + ".partial") / "config.json").write_text("{}")
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
     return prepare_embedded_llm(folder)
 
 
@@ -56,3 +57,10 @@ def test_a_finished_checkpoint_is_reused_and_nothing_partial_is_left(converted):
     assert os.stat(weights).st_mtime_ns == before
     assert {p for p in os.listdir(converted)} >= {"config.json", "model.safetensors", "tokenizer.json"}
     assert not os.path.exists(converted + ".partial")
+
+
+def test_a_folder_with_other_files_is_refused_not_overwritten(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=f"{tmp_path} exists but holds no checkpoint"):
+        prepare_embedded_llm(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -211,7 +211,7 @@ def run_projector(cfg: QuickstartConfig, projector: str, llm: str, data: Path, t
     root = Path(cfg.out) / projector
     python = sys.executable
     stage1 = root / "stage1"
-    stage2 = root / ("stage2_lora" if cfg.stage2_mode == "lora" else "stage2")
+    stage2 = trained = root / ("stage2_lora" if cfg.stage2_mode == "lora" else "stage2")  # trained: the Trainer's folder
     result: dict = {"projector": projector}
     _log(f"{projector}: stage 1 (projector only, LLM and tower frozen), {cfg.stage1_steps} steps")
     result["stage1_seconds"] = _run([python, "llava/train/train_mem.py",
@@ -244,7 +244,7 @@ def run_projector(cfg: QuickstartConfig, projector: str, llm: str, data: Path, t
     result["visual_tokens"] = _visual_tokens(config)
     result["checkpoint"] = str(stage2)
     result["stage1_train_seconds"] = train_loop_seconds(stage1)
-    result["stage2_train_seconds"] = train_loop_seconds(root / ("stage2_lora" if cfg.stage2_mode == "lora" else "stage2"))
+    result["stage2_train_seconds"] = train_loop_seconds(trained)
     train_samples = cfg.stage1_steps * cfg.batch_size
     # Per sample two ways: the stage's wall time (process start, model loading and saving included)
     # and the training loop alone (the Trainer's train_runtime), which is what scales with samples.

@@ -57,11 +57,8 @@ def load_json(path: str | os.PathLike) -> Any:
         ) from err
 
 
-def load_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Load a jsonl file: one JSON object per line; blank lines are skipped.
-
-    Returns:
-        The objects in file order.
+def load_jsonl_lines(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for every non-blank line of a jsonl file, in file order.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -83,8 +80,20 @@ def load_jsonl(path: str | os.PathLike) -> list[dict]:
                 raise ValueError(
                     f"{os.fspath(path)}:{lineno}: expected a JSON object, got {type(record).__name__}"
                 )
-            records.append(record)
+            records.append((lineno, record))
     return records
+
+
+def load_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Load a jsonl file: one JSON object per line; blank lines are skipped.
+
+    Returns:
+        The objects in file order.
+
+    Raises:
+        As :func:`load_jsonl_lines`.
+    """
+    return [record for _, record in load_jsonl_lines(path)]
 
 
 def _make_parent(path: str | os.PathLike) -> None:

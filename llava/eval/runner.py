@@ -37,7 +37,7 @@ from transformers import StoppingCriteriaList
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
 from llava.conversation import conv_templates
-from llava.eval.io_utils import format_ids, id_key
+from llava.eval.io_utils import format_ids, id_key, load_jsonl_lines
 from llava.mm_utils import (
     KeywordsStoppingCriteria,
     get_model_name_from_path,
@@ -120,30 +120,6 @@ def get_chunk(lst: Sequence, n: int, k: int) -> list:
     return list(chunks[k]) if k < len(chunks) else []
 
 
-def read_jsonl_lines(path: str) -> list[tuple[int, dict]]:
-    """``(line number, object)`` for every non-blank line of a jsonl file.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a line is not a JSON object (names the file and line number).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No such file: {path!r}")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}): {line.strip()[:80]!r}") from err
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            records.append((lineno, record))
-    return records
-
-
 def load_questions(path: str, required: Sequence[str] = ("question_id", "text")) -> list[dict]:
     """A question jsonl, each line checked for the ``required`` keys.
 
@@ -152,7 +128,7 @@ def load_questions(path: str, required: Sequence[str] = ("question_id", "text"))
     """
     path = os.path.expanduser(path)
     questions = []
-    for lineno, record in read_jsonl_lines(path):
+    for lineno, record in load_jsonl_lines(path):
         missing = [k for k in required if k not in record]
         if missing:
             raise ValueError(f"{path}:{lineno}: question has no {', '.join(map(repr, missing))}; "

@@ -34,6 +34,7 @@ from llava.model.multimodal_encoder.clip_encoder import build_image_processor, c
 
 logger = logging.getLogger(__name__)
 IGNORE = -100
+REPORT = "stage0_report.json"  # written into the tower folder once the tower is saved
 
 
 @dataclass
@@ -103,6 +104,12 @@ def _load_pixels(samples: list[dict], image_root: Path, processor) -> torch.Tens
     return to_pixels([Image.open(image_root / s["image"]).convert("RGB") for s in samples], processor)
 
 
+def data_settings(data_dir: Path) -> dict | None:
+    """The generator settings recorded in ``data_dir/meta.json`` (None when the file is absent)."""
+    meta_file = Path(data_dir) / "meta.json"
+    return json.loads(meta_file.read_text())["config"] if meta_file.exists() else None
+
+
 def _synthetic_config(data_dir: Path) -> synthetic.SyntheticConfig:
     meta_file = data_dir / "meta.json"
     if not meta_file.exists():
@@ -130,6 +137,9 @@ def pretrain_tower(data_dir: str | Path, out_dir: str | Path, config: TowerConfi
     """
     config = config or TowerConfig()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    # The report is written last and marks a finished tower (the quickstart's --reuse reads it), so
+    # a report left by an earlier tower goes before this one starts to overwrite its files.
+    (out_dir / REPORT).unlink(missing_ok=True)
     stage0 = json.loads((data_dir / "stage0.json").read_text())
     tasks = {name: len(classes) for name, classes in stage0["tasks"].items()}
     samples = stage0["samples"]
@@ -198,8 +208,8 @@ def pretrain_tower(data_dir: str | Path, out_dir: str | Path, config: TowerConfi
     trained_on = config.steps * config.batch_size if config.fresh_images else len(train)
     report = {"heldout_accuracy": accuracy, "heldout_images": len(hold_pixels), "train_images": trained_on,
               "seconds": round(time.time() - start, 1),
-              "settings": asdict(config), "tower": str(out_dir)}
-    (out_dir / "stage0_report.json").write_text(json.dumps(report, indent=2))
+              "settings": asdict(config), "data": data_settings(data_dir), "tower": str(out_dir)}
+    (out_dir / REPORT).write_text(json.dumps(report, indent=2))
     return report
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from llava.data.synthetic import generate
 from llava.quickstart.pipeline import (QuickstartConfig, cpu_has_native_bf16, parse_args, run, train_args,
                                        train_loop_seconds)
+from llava.quickstart.stage0 import pretrain_tower
 from tests.conftest import TINY_LLM
 
 
@@ -154,3 +156,67 @@ def test_train_loop_seconds_reads_the_trainer_state_and_names_a_bad_file(tmp_pat
         train_loop_seconds(tmp_path)
     with pytest.raises(RuntimeError, match=f"cannot read the training time from {tmp_path / 'missing'}"):
         train_loop_seconds(tmp_path / "missing")
+
+
+def make_data_and_tower(cfg: QuickstartConfig) -> None:
+    """What a run without --reuse leaves in ``cfg.out`` before stage 1."""
+    out = Path(cfg.out)
+    generate(out / "data", cfg.data_config())
+    pretrain_tower(out / "data", out / "vision_tower", cfg.tower, progress=False)
+
+
+def test_reuse_takes_the_data_and_tower_of_an_earlier_run(tmp_path, tiny_chatml_llm, capsys):
+    out = tmp_path / "quickstart"
+    flags = ["--fast", "--out", str(out), "--llm", tiny_chatml_llm]
+    make_data_and_tower(parse_args(flags))
+    tower = out / "vision_tower" / "model.safetensors"
+    made = {path: path.stat().st_mtime_ns for path in (tower, out / "data" / "meta.json", out / "data" / "stage1.json")}
+    report = run(parse_args([*flags, "--reuse", "--projectors", "avgpool"]))
+    assert report["stage0"]["reused"] is True and report["settings"]["reuse"] is True
+    assert {path: path.stat().st_mtime_ns for path in made} == made  # neither made again
+    (result,) = report["results"]
+    assert result["projector"] == "avgpool" and result["visual_tokens"] == 4
+    assert len((out / "avgpool" / "answers.jsonl").read_text().splitlines()) == 10
+    log = (out / "avgpool" / "stage1.log").read_text().splitlines()[0]
+    assert f"--vision_tower {out / 'vision_tower'}" in log
+    printed = capsys.readouterr().out
+    assert "reusing the synthetic data" in printed and "data and stage-0 tower reused from an earlier run" in printed
+
+
+def test_reuse_refuses_what_was_made_otherwise_and_names_it(tmp_path):
+    out = tmp_path / "quickstart"
+    flags = ["--fast", "--out", str(out)]
+    with pytest.raises(FileNotFoundError, match=r"--reuse: no dataset at .*data \(meta.json is missing\); run without"):
+        run(parse_args([*flags, "--reuse"]))
+    make_data_and_tower(parse_args(flags))
+    # every check fails before any training: the stage folders are never made
+    with pytest.raises(ValueError, match=r"dataset in .* other settings \(num_eval 10 there, 12 asked\)"):
+        run(parse_args([*flags, "--reuse", "--num-eval", "12"]))
+    with pytest.raises(ValueError, match=r"stage-0 tower in .* other settings \(steps 3 there, 4 asked\)"):
+        run(parse_args([*flags, "--reuse", "--stage0-steps", "4"]))
+    report_file = out / "vision_tower" / "stage0_report.json"
+    report = json.loads(report_file.read_text())
+    assert report["data"] == json.loads((out / "data" / "meta.json").read_text())["config"]
+    report_file.write_text(json.dumps({**report, "data": {**report["data"], "seed": 1}}))
+    with pytest.raises(ValueError, match="the tower was trained on another dataset than the one in"):
+        run(parse_args([*flags, "--reuse"]))
+    report_file.write_text(json.dumps(report))
+    images = json.loads((out / "data" / "meta.json").read_text())["counts"]["images"]
+    (out / "data" / "images" / "eval" / "000003.png").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"dataset in .* is incomplete \(missing: none; {images - 1} of {images} "):
+        run(parse_args([*flags, "--reuse"]))
+    (out / "data" / "stage2.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"dataset in .* is incomplete \(missing: stage2.json; "):
+        run(parse_args([*flags, "--reuse"]))
+    assert not (out / "delta").exists()
+
+
+def test_stage0_report_marks_a_finished_tower_only(tmp_path):
+    cfg = parse_args(["--fast", "--out", str(tmp_path)])
+    make_data_and_tower(cfg)
+    report_file = tmp_path / "vision_tower" / "stage0_report.json"
+    assert report_file.is_file()
+    (tmp_path / "data" / "stage0.json").write_text("not json")  # the next stage 0 fails early
+    with pytest.raises(ValueError):
+        pretrain_tower(tmp_path / "data", tmp_path / "vision_tower", cfg.tower, progress=False)
+    assert not report_file.exists()  # the old report no longer vouches for the folder

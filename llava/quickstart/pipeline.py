@@ -302,6 +302,8 @@ def reuse_data_and_tower(data: Path, tower: Path, data_config: synthetic.Synthet
         raise FileNotFoundError(f"--reuse: no dataset at {data} ({meta_file.name} is missing); {hint}")
     meta = json.loads(meta_file.read_text())
     changed = _differences(meta["config"], asdict(data_config))
+    if meta.get("format_version") != synthetic.FORMAT_VERSION:
+        changed.append(f"format_version {meta.get('format_version')!r} there, {synthetic.FORMAT_VERSION} now")
     if changed:
         raise ValueError(f"--reuse: the dataset in {data} was generated with other settings ({'; '.join(changed)}); "
                          f"{hint}")

@@ -194,6 +194,12 @@ def test_reuse_refuses_what_was_made_otherwise_and_names_it(tmp_path):
         run(parse_args([*flags, "--reuse", "--num-eval", "12"]))
     with pytest.raises(ValueError, match=r"stage-0 tower in .* other settings \(steps 3 there, 4 asked\)"):
         run(parse_args([*flags, "--reuse", "--stage0-steps", "4"]))
+    meta_file = out / "data" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "format_version": 0}))  # drawn by an older generator
+    with pytest.raises(ValueError, match=r"dataset in .* other settings \(format_version 0 there, 1 now\)"):
+        run(parse_args([*flags, "--reuse"]))
+    meta_file.write_text(json.dumps(meta))
     report_file = out / "vision_tower" / "stage0_report.json"
     report = json.loads(report_file.read_text())
     assert report["data"] == json.loads((out / "data" / "meta.json").read_text())["config"]

@@ -104,20 +104,17 @@ def _load_pixels(samples: list[dict], image_root: Path, processor) -> torch.Tens
     return to_pixels([Image.open(image_root / s["image"]).convert("RGB") for s in samples], processor)
 
 
-def data_settings(data_dir: Path) -> dict | None:
+def _data_settings(data_dir: Path) -> dict | None:
     """The generator settings recorded in ``data_dir/meta.json`` (None when the file is absent)."""
     meta_file = Path(data_dir) / "meta.json"
     return json.loads(meta_file.read_text())["config"] if meta_file.exists() else None
 
 
-def _synthetic_config(data_dir: Path) -> synthetic.SyntheticConfig:
-    meta_file = data_dir / "meta.json"
-    if not meta_file.exists():
+def _synthetic_config(settings: dict | None, data_dir: Path) -> synthetic.SyntheticConfig:
+    if settings is None:
         raise FileNotFoundError(f"fresh_images draws images like the dataset's and needs the generator's "
-                                f"{meta_file}; set fresh_images=False to train on stage0.json instead")
-    fields = json.loads(meta_file.read_text())["config"]
-    fields["kind_weights"] = tuple(fields["kind_weights"])
-    return synthetic.SyntheticConfig(**fields)
+                                f"{data_dir / 'meta.json'}; set fresh_images=False to train on stage0.json instead")
+    return synthetic.SyntheticConfig(**{**settings, "kind_weights": tuple(settings["kind_weights"])})
 
 
 def pretrain_tower(data_dir: str | Path, out_dir: str | Path, config: TowerConfig | None = None,
@@ -141,6 +138,7 @@ def pretrain_tower(data_dir: str | Path, out_dir: str | Path, config: TowerConfi
     # a report left by an earlier tower goes before this one starts to overwrite its files.
     (out_dir / REPORT).unlink(missing_ok=True)
     stage0 = json.loads((data_dir / "stage0.json").read_text())
+    generated_with = _data_settings(data_dir)
     tasks = {name: len(classes) for name, classes in stage0["tasks"].items()}
     samples = stage0["samples"]
     image_root = data_dir / stage0.get("image_folder", "images")
@@ -154,7 +152,7 @@ def pretrain_tower(data_dir: str | Path, out_dir: str | Path, config: TowerConfi
         return torch.tensor([[r[t] for t in tasks] for r in rows])
 
     if config.fresh_images:
-        data_config = _synthetic_config(data_dir)
+        data_config = _synthetic_config(generated_with, data_dir)
         held = samples[:config.eval_images]
         hold_pixels, hold_labels = _load_pixels(held, image_root, processor), label_rows([s["labels"] for s in held])
 
@@ -208,7 +206,7 @@ def pretrain_tower(data_dir: str | Path, out_dir: str | Path, config: TowerConfi
     trained_on = config.steps * config.batch_size if config.fresh_images else len(train)
     report = {"heldout_accuracy": accuracy, "heldout_images": len(hold_pixels), "train_images": trained_on,
               "seconds": round(time.time() - start, 1),
-              "settings": asdict(config), "data": data_settings(data_dir), "tower": str(out_dir)}
+              "settings": asdict(config), "data": generated_with, "tower": str(out_dir)}
     (out_dir / REPORT).write_text(json.dumps(report, indent=2))
     return report
 

@@ -315,7 +315,8 @@ def reuse_data_and_tower(data: Path, tower: Path, data_config: synthetic.Synthet
     if not report_file.is_file():
         raise FileNotFoundError(f"--reuse: no finished stage-0 tower at {tower} ({REPORT} is missing); {hint}")
     report = json.loads(report_file.read_text())
-    changed = _differences(report["settings"], asdict(tower_config))
+    # a tower made before stage 0 had per-token heads was made without them
+    changed = _differences({"token_heads": 0.0, **report["settings"]}, asdict(tower_config))
     if report.get("data") != meta["config"]:
         changed.append(f"the tower was trained on another dataset than the one in {data}")
     if changed:
@@ -489,6 +490,9 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
                         f"(default {cfg.tower.image_size})")
     p.add_argument("--stage0-steps", type=int, default=None,
                    help=f"stage-0 steps of {cfg.tower.batch_size} fresh images (default {cfg.tower.steps})")
+    p.add_argument("--stage0-token-heads", type=float, default=None,
+                   help=f"weight of stage 0's per-token heads, which make every patch token name every attribute "
+                        f"(default {cfg.tower.token_heads}; 0 turns them off)")
     args = p.parse_args(argv)
     if args.fast:
         cfg = QuickstartConfig(num_stage1=48, num_stage2=48, num_eval=10, stage1_steps=2, stage2_steps=2,
@@ -510,6 +514,8 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         cfg.tower.image_size = args.image_size
     if args.stage0_steps is not None:
         cfg.tower.steps = args.stage0_steps
+    if args.stage0_token_heads is not None:
+        cfg.tower.token_heads = args.stage0_token_heads
     return cfg
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from llava.data.synthetic import generate
-from llava.quickstart.pipeline import (QuickstartConfig, cpu_has_native_bf16, parse_args, run, train_args,
-                                       train_loop_seconds)
+from llava.quickstart.pipeline import (QuickstartConfig, cpu_has_native_bf16, parse_args, reuse_data_and_tower, run,
+                                       train_args, train_loop_seconds)
 from llava.quickstart.stage0 import pretrain_tower
 from tests.conftest import TINY_LLM
 
@@ -194,6 +195,8 @@ def test_reuse_refuses_what_was_made_otherwise_and_names_it(tmp_path):
         run(parse_args([*flags, "--reuse", "--num-eval", "12"]))
     with pytest.raises(ValueError, match=r"stage-0 tower in .* other settings \(steps 3 there, 4 asked\)"):
         run(parse_args([*flags, "--reuse", "--stage0-steps", "4"]))
+    with pytest.raises(ValueError, match=r"stage-0 tower in .* other settings \(token_heads 0.0 there, 0.5 asked\)"):
+        run(parse_args([*flags, "--reuse", "--stage0-token-heads", "0.5"]))
     meta_file = out / "data" / "meta.json"
     meta = json.loads(meta_file.read_text())
     meta_file.write_text(json.dumps({**meta, "format_version": 0}))  # drawn by an older generator
@@ -206,6 +209,12 @@ def test_reuse_refuses_what_was_made_otherwise_and_names_it(tmp_path):
     report_file.write_text(json.dumps({**report, "data": {**report["data"], "seed": 1}}))
     with pytest.raises(ValueError, match="the tower was trained on another dataset than the one in"):
         run(parse_args([*flags, "--reuse"]))
+    # a tower made before stage 0 had per-token heads was made without them: still reusable
+    older = {**report, "settings": {k: v for k, v in report["settings"].items() if k != "token_heads"}}
+    report_file.write_text(json.dumps(older))
+    cfg = parse_args(flags)
+    tower_config = replace(cfg.tower, bf16=cfg.resolved_precision() == "bf16")
+    assert reuse_data_and_tower(out / "data", out / "vision_tower", cfg.data_config(), tower_config) == {**older, "reused": True}
     report_file.write_text(json.dumps(report))
     images = json.loads((out / "data" / "meta.json").read_text())["counts"]["images"]
     (out / "data" / "images" / "eval" / "000003.png").unlink()

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import CLIPVisionModel
 
 from llava.data import synthetic
 from llava.model.multimodal_encoder.clip_encoder import build_image_processor
-from llava.quickstart.stage0 import AttributeClassifier, TowerConfig, pretrain_tower, to_pixels
+from llava.quickstart.stage0 import IGNORE, AttributeClassifier, TowerConfig, evaluate, pretrain_tower, to_pixels
 
 DATA = synthetic.SyntheticConfig(num_stage1=40, num_stage2=40, num_eval=5, image_size=56, seed=3)
 TINY = dict(image_size=56, hidden_size=64, num_layers=2, num_heads=2, batch_size=32)
@@ -103,3 +104,37 @@ def test_dataset_images_mode_and_missing_meta(data_dir, tmp_path):
     (bare / "stage0.json").write_text((data_dir / "stage0.json").read_text())
     with pytest.raises(FileNotFoundError, match=r"meta\.json.*fresh_images=False"):
         pretrain_tower(bare, tmp_path / "tower2", TowerConfig(**TINY, steps=1), progress=False)
+
+
+def test_token_heads_make_every_patch_token_name_the_attributes(data_dir, tmp_path):
+    tasks = {"color": 5, "position": 3}
+    torch.manual_seed(0)
+    model = AttributeClassifier(CLIPVisionModel(TowerConfig(**TINY).vision_config()), tasks, -2, token_heads=True)
+    pixels = torch.randn(3, 3, 56, 56)
+    out = model(pixels)
+    assert out["color"].shape == (3, 5) and out["token_position"].shape == (3, 16, 3)  # one per patch token
+    assert set(AttributeClassifier(CLIPVisionModel(TowerConfig(**TINY).vision_config()), tasks, -2)(
+        pixels[:1])) == set(tasks)  # off by default
+
+    # per-token accuracy: over every token of the images where the attribute is labelled
+    labels = torch.tensor([[0, 1], [4, IGNORE], [2, 2]])
+    got = evaluate(model, pixels, labels, list(tasks), per_token=True)
+    with torch.no_grad():
+        out = model(pixels)
+    color = (out["token_color"].argmax(-1) == labels[:, :1]).float().mean().item()
+    position = (out["token_position"][[0, 2]].argmax(-1) == labels[[0, 2], 1:]).float().mean().item()
+    assert got == {"color": round(color, 4), "position": round(position, 4)}
+
+    # the heads' loss reaches the tower: same seed and images, different weights
+    config = TowerConfig(**TINY, steps=3, eval_images=20, token_heads=1.0)
+    report = pretrain_tower(data_dir, tmp_path / "heads", config, progress=False)
+    token = report["heldout_token_accuracy"]
+    assert set(token) == set(synthetic.QUESTION_TYPES) and all(0.0 <= v <= 1.0 for v in token.values())
+    assert report["settings"]["token_heads"] == 1.0
+    plain = pretrain_tower(data_dir, tmp_path / "plain", TowerConfig(**TINY, steps=3, eval_images=20),
+                           progress=False)
+    assert plain["heldout_token_accuracy"] is None and plain["settings"]["token_heads"] == 0.0
+    heads_w = load_file(tmp_path / "heads" / "model.safetensors")
+    plain_w = load_file(tmp_path / "plain" / "model.safetensors")
+    assert heads_w.keys() == plain_w.keys()  # a normal vision-tower folder either way
+    assert any(not torch.equal(heads_w[k], plain_w[k]) for k in heads_w)

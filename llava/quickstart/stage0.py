@@ -212,7 +212,9 @@ def pretrain_tower(data_dir: str | Path, out_dir: str | Path, config: TowerConfi
             bar.set_postfix(loss=f"{loss.item():.3f}")
 
     accuracy = evaluate(model, hold_pixels, hold_labels, list(tasks))
-    token_accuracy = evaluate(model, hold_pixels, hold_labels, list(tasks), per_token=True) if model.token_heads else None
+    token_accuracy = None
+    if model.token_heads is not None:
+        token_accuracy = evaluate(model, hold_pixels, hold_labels, list(tasks), per_token=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.tower.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

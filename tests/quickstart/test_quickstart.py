@@ -214,7 +214,8 @@ def test_reuse_refuses_what_was_made_otherwise_and_names_it(tmp_path):
     report_file.write_text(json.dumps(older))
     cfg = parse_args(flags)
     tower_config = replace(cfg.tower, bf16=cfg.resolved_precision() == "bf16")
-    assert reuse_data_and_tower(out / "data", out / "vision_tower", cfg.data_config(), tower_config) == {**older, "reused": True}
+    reused = reuse_data_and_tower(out / "data", out / "vision_tower", cfg.data_config(), tower_config)
+    assert reused == {**older, "reused": True}
     report_file.write_text(json.dumps(report))
     images = json.loads((out / "data" / "meta.json").read_text())["counts"]["images"]
     (out / "data" / "images" / "eval" / "000003.png").unlink()

@@ -198,11 +198,10 @@ def pretrain_tower(data_dir: str | Path, out_dir: str | Path, config: TowerConfi
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
             logits = model(x)
         loss = sum(loss_fn(logits[t].float(), y[:, i]) for i, t in enumerate(tasks))
-        if config.token_heads > 0:
-            n_tokens = logits[f"token_{next(iter(tasks))}"].shape[1]
+        if config.token_heads > 0:  # every token's logits (B, N, n) against its image's label
+            per_token = [logits[f"token_{t}"].float() for t in tasks]
             loss = loss + config.token_heads * sum(
-                loss_fn(logits[f"token_{t}"].float().flatten(0, 1), y[:, i].repeat_interleave(n_tokens))
-                for i, t in enumerate(tasks))
+                loss_fn(z.transpose(1, 2), y[:, i, None].expand(-1, z.shape[1])) for i, z in enumerate(per_token))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -211,10 +210,7 @@ def pretrain_tower(data_dir: str | Path, out_dir: str | Path, config: TowerConfi
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
 
-    accuracy = evaluate(model, hold_pixels, hold_labels, list(tasks))
-    token_accuracy = None
-    if model.token_heads is not None:
-        token_accuracy = evaluate(model, hold_pixels, hold_labels, list(tasks), per_token=True)
+    accuracy, token_accuracy = evaluate(model, hold_pixels, hold_labels, list(tasks))
     out_dir.mkdir(parents=True, exist_ok=True)
     model.tower.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
@@ -228,20 +224,26 @@ def pretrain_tower(data_dir: str | Path, out_dir: str | Path, config: TowerConfi
 
 
 @torch.no_grad()
-def evaluate(model: AttributeClassifier, pixels: torch.Tensor, labels: torch.Tensor, tasks: list[str],
-             per_token: bool = False) -> dict:
-    """Accuracy per attribute over the images where that attribute is labelled. ``per_token``: of
-    the per-token heads, over every patch token of those images."""
+def evaluate(model: AttributeClassifier, pixels: torch.Tensor, labels: torch.Tensor,
+             tasks: list[str]) -> tuple[dict, dict | None]:
+    """Accuracy per attribute over the images where that attribute is labelled: of the grid heads,
+    and of the per-token heads over every patch token of those images (None without them). One
+    forward pass serves both."""
     model.eval()
-    logits = {t: [] for t in tasks}
+    keys = [*tasks, *(f"token_{t}" for t in tasks)] if model.token_heads is not None else list(tasks)
+    logits = {k: [] for k in keys}
     for i in range(0, len(pixels), 128):
         out = model(pixels[i:i + 128])
-        for t in tasks:
-            logits[t].append(out[f"token_{t}"] if per_token else out[t])
-    result = {}
-    for i, t in enumerate(tasks):
-        pred = torch.cat(logits[t]).argmax(-1)  # (N,) or, per token, (N, tokens)
-        target = labels[:, i].view(-1, *[1] * (pred.dim() - 1)).expand_as(pred)
-        mask = target != IGNORE
-        result[t] = round((pred[mask] == target[mask]).float().mean().item(), 4) if mask.any() else None
-    return result
+        for k in keys:
+            logits[k].append(out[k])
+
+    def accuracy(prefix: str) -> dict:
+        result = {}
+        for i, t in enumerate(tasks):
+            pred = torch.cat(logits[prefix + t]).argmax(-1)  # (N,) or, per token, (N, tokens)
+            target = labels[:, i].view(-1, *[1] * (pred.dim() - 1)).expand_as(pred)
+            mask = target != IGNORE
+            result[t] = round((pred[mask] == target[mask]).float().mean().item(), 4) if mask.any() else None
+        return result
+
+    return accuracy(""), accuracy("token_") if model.token_heads is not None else None

@@ -118,12 +118,15 @@ def test_token_heads_make_every_patch_token_name_the_attributes(data_dir, tmp_pa
 
     # per-token accuracy: over every token of the images where the attribute is labelled
     labels = torch.tensor([[0, 1], [4, IGNORE], [2, 2]])
-    got = evaluate(model, pixels, labels, list(tasks), per_token=True)
+    grid, got = evaluate(model, pixels, labels, list(tasks))
     with torch.no_grad():
         out = model(pixels)
     color = (out["token_color"].argmax(-1) == labels[:, :1]).float().mean().item()
     position = (out["token_position"][[0, 2]].argmax(-1) == labels[[0, 2], 1:]).float().mean().item()
     assert got == {"color": round(color, 4), "position": round(position, 4)}
+    color = (out["color"].argmax(-1) == labels[:, 0]).float().mean().item()
+    position = (out["position"][[0, 2]].argmax(-1) == labels[[0, 2], 1]).float().mean().item()
+    assert grid == {"color": round(color, 4), "position": round(position, 4)}  # the grid heads, same pass
 
     # the heads' loss reaches the tower: same seed and images, different weights
     config = TowerConfig(**TINY, steps=3, eval_images=20, token_heads=1.0)

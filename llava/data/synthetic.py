@@ -173,6 +173,8 @@ class SyntheticConfig:
             raise ValueError(f"image_size must be >= 32 pixels, got {self.image_size}")
         if not 0.0 <= self.text_only_fraction <= 1.0:
             raise ValueError(f"text_only_fraction must be in [0, 1], got {self.text_only_fraction}")
+        if not 0.0 <= self.caption_turn_prob <= 1.0:
+            raise ValueError(f"caption_turn_prob must be in [0, 1], got {self.caption_turn_prob}")
         if len(self.kind_weights) != len(KINDS) or min(self.kind_weights) < 0 or sum(self.kind_weights) <= 0:
             raise ValueError(f"kind_weights needs {len(KINDS)} non-negative weights for "
                              f"{list(KINDS)}, got {self.kind_weights}")
@@ -725,6 +727,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--text-only-fraction", type=float, default=defaults.text_only_fraction)
+    parser.add_argument("--caption-turn-prob", type=float, default=defaults.caption_turn_prob,
+                        help="chance that a stage-2 image sample also asks for a description")
     parser.add_argument("--noise-std", type=float, default=defaults.noise_std)
     parser.add_argument("--score", metavar="ANSWERS_JSONL",
                         help="score this answer file instead of generating")
@@ -743,7 +747,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     config = SyntheticConfig(num_stage1=args.num_stage1, num_stage2=args.num_stage2,
                              num_eval=args.num_eval, image_size=args.image_size, seed=args.seed,
-                             text_only_fraction=args.text_only_fraction, noise_std=args.noise_std)
+                             text_only_fraction=args.text_only_fraction,
+                             caption_turn_prob=args.caption_turn_prob, noise_std=args.noise_std)
     start = time.perf_counter()
     result = generate(args.out, config)
     seconds = time.perf_counter() - start

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -343,8 +344,40 @@ def test_cli_generates_and_scores(tmp_path, capsys):
     assert "overall accuracy" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("kwargs", [{"num_stage1": -1}, {"image_size": 16},
-                                    {"text_only_fraction": 1.5}, {"kind_weights": (1.0, 0.0)}])
+def test_caption_turn_prob_adds_description_turns_to_the_same_chats(dataset, tmp_path):
+    describe = "Describe the image briefly."
+
+    def described(out: Path) -> list[bool]:
+        return [any(t["value"].removeprefix("<image>\n") == describe for t in s["conversations"])
+                for s in _load(out, "stage2.json")
+                if "image" in s]
+
+    always, never = tmp_path / "always", tmp_path / "never"
+    generate(always, replace(CONFIG, caption_turn_prob=1.0))
+    generate(never, replace(CONFIG, caption_turn_prob=0.0))
+    assert all(described(always)) and not any(described(never))
+    assert 0 < sum(described(dataset)) < len(described(dataset))  # the default, 0.15
+    for a, b in zip(_load(always, "stage2.json"), _load(never, "stage2.json")):
+        # the same image and questions; the description turn is added among them, with the caption
+        assert a.get("image") == b.get("image")
+        if "image" not in a:
+            continue
+        turns = [(q["value"], r["value"]) for q, r in zip(a["conversations"][::2], a["conversations"][1::2])]
+        questions = [(q["value"].removeprefix("<image>\n"), r["value"])
+                     for q, r in zip(b["conversations"][::2], b["conversations"][1::2])]
+        turns = [(q.removeprefix("<image>\n"), r) for q, r in turns]
+        assert [t for t in turns if t[0] != describe] == questions
+        assert sum(q == describe for q, _ in turns) == 1
+        assert a["conversations"][0]["value"].startswith("<image>\n")
+    pixels_always, pixels_never = _pixels(always), _pixels(never)
+    assert pixels_always.keys() == pixels_never.keys()
+    assert all(np.array_equal(pixels_always[k], pixels_never[k]) for k in pixels_always)
+    assert (always / "eval/questions.jsonl").read_text() == (never / "eval/questions.jsonl").read_text()
+    assert _load(always, "meta.json")["config"]["caption_turn_prob"] == 1.0
+
+
+@pytest.mark.parametrize("kwargs", [{"num_stage1": -1}, {"image_size": 16}, {"text_only_fraction": 1.5},
+                                    {"caption_turn_prob": -0.1}, {"kind_weights": (1.0, 0.0)}])
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         SyntheticConfig(**kwargs)

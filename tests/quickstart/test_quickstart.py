@@ -61,6 +61,13 @@ def test_fast_pipeline_with_compare(tmp_path, tiny_chatml_llm, capsys):
     assert (out / "vision_tower" / "config.json").is_file() and (out / "vision_tower" / "model.safetensors").is_file()
 
 
+def test_caption_turn_prob_reaches_the_generated_stage2_data():
+    assert QuickstartConfig().data_config().caption_turn_prob == 0.5
+    assert parse_args(["--caption-turn-prob", "0.15"]).data_config().caption_turn_prob == 0.15
+    with pytest.raises(ValueError, match=r"caption_turn_prob must be in \[0, 1\], got 2.0"):
+        parse_args(["--caption-turn-prob", "2"]).data_config()
+
+
 def test_precision_reaches_both_training_stages(tmp_path):
     bf16 = parse_args(["--precision", "bf16"])
     for stage in (1, 2):
@@ -193,6 +200,8 @@ def test_reuse_refuses_what_was_made_otherwise_and_names_it(tmp_path):
     # every check fails before any training: the stage folders are never made
     with pytest.raises(ValueError, match=r"dataset in .* other settings \(num_eval 10 there, 12 asked\)"):
         run(parse_args([*flags, "--reuse", "--num-eval", "12"]))
+    with pytest.raises(ValueError, match=r"dataset in .* other settings \(caption_turn_prob 0.5 there, 0.15 asked\)"):
+        run(parse_args([*flags, "--reuse", "--caption-turn-prob", "0.15"]))
     with pytest.raises(ValueError, match=r"stage-0 tower in .* other settings \(steps 3 there, 4 asked\)"):
         run(parse_args([*flags, "--reuse", "--stage0-steps", "4"]))
     with pytest.raises(ValueError, match=r"stage-0 tower in .* other settings \(token_heads 0.0 there, 0.5 asked\)"):

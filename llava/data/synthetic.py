@@ -280,6 +280,32 @@ def _font(image_size: int) -> ImageFont.FreeTypeFont:
     return _FONT_CACHE[image_size]
 
 
+def _background(w: int, rng: np.random.Generator, noise_std: float) -> np.ndarray:
+    """A light background, (w, w, 3) uint8: a random tint, a gentle linear gradient and
+    low-frequency mottling (per-pixel noise would make PNG encoding 5x slower and files 5x larger).
+
+    Each channel is (tint + gradient) + mottling in float64 (``gx`` and ``gy`` are float64),
+    rounded and clipped, computed one channel plane at a time and in place: the pixels of the
+    broadcast (H, W, 3) expression in about half the time (stage 0 draws 38,400 images).
+    """
+    tint = (rng.integers(215, 246) + rng.integers(-6, 7, size=3)).astype(np.float32)
+    ramp = np.linspace(-0.5, 0.5, w, dtype=np.float32)
+    gx, gy = rng.uniform(-16.0, 16.0, size=2)
+    gradient = gx * ramp[None, :] + gy * ramp[:, None]  # (H, W)
+    mottling = None
+    if noise_std > 0:
+        grid = max(2, w // 8)
+        coarse = rng.normal(0.0, noise_std, size=(grid, grid)).astype(np.float32)
+        mottling = np.asarray(Image.fromarray(coarse).resize((w, w), Image.BILINEAR))
+    bg = np.empty((3, w, w), dtype=gradient.dtype)
+    for c in range(3):
+        np.add(tint[c], gradient, out=bg[c])
+        if mottling is not None:
+            bg[c] += mottling
+    np.clip(np.rint(bg, out=bg), 0, 255, out=bg)
+    return np.ascontiguousarray(bg.astype(np.uint8).transpose(1, 2, 0))
+
+
 def render_image(attrs: Mapping[str, str], image_size: int, rng: np.random.Generator,
                  noise_std: float = 4.0) -> tuple[Image.Image, list[list[int]]]:
     """Draw one image from its attributes.
@@ -295,17 +321,7 @@ def render_image(attrs: Mapping[str, str], image_size: int, rng: np.random.Gener
         shape (the text box for word images).
     """
     w = image_size
-    # Light background: a random tint, a gentle linear gradient and low-frequency mottling.
-    # (Per-pixel noise would make PNG encoding 5x slower and the files 5x larger.)
-    tint = (rng.integers(215, 246) + rng.integers(-6, 7, size=3)).astype(np.float32)
-    ramp = np.linspace(-0.5, 0.5, w, dtype=np.float32)
-    gx, gy = rng.uniform(-16.0, 16.0, size=2)
-    bg = tint + (gx * ramp[None, :] + gy * ramp[:, None])[..., None]  # (H, W, 3)
-    if noise_std > 0:
-        grid = max(2, w // 8)
-        coarse = rng.normal(0.0, noise_std, size=(grid, grid)).astype(np.float32)
-        bg = bg + np.asarray(Image.fromarray(coarse).resize((w, w), Image.BILINEAR))[..., None]
-    image = Image.fromarray(np.clip(np.rint(bg), 0, 255).astype(np.uint8))
+    image = Image.fromarray(_background(w, rng, noise_std))
     draw = ImageDraw.Draw(image)
     draw.fontmode = "1"  # no anti-aliasing: every letter pixel has the exact palette colour
     fill = PALETTE[attrs["color"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import deque
 from dataclasses import replace
@@ -13,16 +14,19 @@ from PIL import Image
 
 from llava.data.synthetic import (
     ANSWER_PROMPT,
+    FORMAT_VERSION,
     IGNORE_LABEL,
     KINDS,
     PALETTE,
     QUESTION_TYPES,
     VOCAB,
     SyntheticConfig,
+    _background,
     class_labels,
     generate,
     main,
     score_answers,
+    stage0_batch,
 )
 
 CONFIG = SyntheticConfig(num_stage1=40, num_stage2=60, num_eval=25, image_size=112, seed=0)
@@ -342,6 +346,42 @@ def test_cli_generates_and_scores(tmp_path, capsys):
                                for q in _questions(out)))
     main(["--out", str(out), "--score", str(answers)])
     assert "overall accuracy" in capsys.readouterr().out
+
+
+# sha256 of the pixels of stage0_batch(0, 24, config) for (image_size, noise_std), as drawn by format
+# version 1 of the generator. A change here means other images for the same seed: bump
+# FORMAT_VERSION (so --reuse redraws old datasets) and record the new sums.
+PIXEL_SUMS = {
+    (112, 4.0): "9eb3e58279171181293abeac1370ad2f8c0b48bea93aa06eba935a854b998a98",
+    (64, 4.0): "907acc8c56c34fc5b7373bfedff48be28bf27818d301de3119be5d0f1a862cbd",
+    (112, 0.0): "37c7258137cdaee806a284abbc5ad6a7d01237de70ab7e496158c9db1dafc4a6",
+}
+
+
+@pytest.mark.parametrize("size_and_noise", list(PIXEL_SUMS))
+def test_images_of_this_format_version_are_unchanged(size_and_noise):
+    assert FORMAT_VERSION == 1
+    size, noise = size_and_noise
+    images, _ = stage0_batch(0, 24, SyntheticConfig(image_size=size, noise_std=noise))
+    digest = hashlib.sha256(b"".join(np.asarray(im).tobytes() for im in images)).hexdigest()
+    assert digest == PIXEL_SUMS[size_and_noise]
+
+
+def test_background_matches_the_broadcast_formula():
+    for seed in range(20):
+        for w, noise in ((112, 4.0), (56, 0.0)):
+            rng = np.random.default_rng(seed)
+            tint = (rng.integers(215, 246) + rng.integers(-6, 7, size=3)).astype(np.float32)
+            ramp = np.linspace(-0.5, 0.5, w, dtype=np.float32)
+            gx, gy = rng.uniform(-16.0, 16.0, size=2)
+            bg = tint + (gx * ramp[None, :] + gy * ramp[:, None])[..., None]
+            if noise > 0:
+                coarse = rng.normal(0.0, noise, size=(w // 8, w // 8)).astype(np.float32)
+                bg = bg + np.asarray(Image.fromarray(coarse).resize((w, w), Image.BILINEAR))[..., None]
+            expected = np.clip(np.rint(bg), 0, 255).astype(np.uint8)
+            got = _background(w, np.random.default_rng(seed), noise)
+            assert got.shape == (w, w, 3) and got.dtype == np.uint8 and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, expected)
 
 
 def test_caption_turn_prob_adds_description_turns_to_the_same_chats(dataset, tmp_path):

@@ -340,6 +340,7 @@ def run(cfg: QuickstartConfig) -> dict:
     start = time.time()
     check_device(cfg.device)
     cfg.stage2_batching()  # a micro-batch that does not divide the batch fails before any work
+    cfg.data_config()  # so does a bad data setting (e.g. --caption-turn-prob 2)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:  # for this process (stage 0) and the stage subprocesses

@@ -68,6 +68,13 @@ def test_caption_turn_prob_reaches_the_generated_stage2_data():
         parse_args(["--caption-turn-prob", "2"]).data_config()
 
 
+def test_a_bad_data_setting_fails_before_any_work(tmp_path):
+    out = tmp_path / "quickstart"
+    with pytest.raises(ValueError, match=r"caption_turn_prob must be in \[0, 1\], got -0.5"):
+        run(parse_args(["--fast", "--out", str(out), "--caption-turn-prob", "-0.5"]))
+    assert not out.exists()  # nothing generated, converted or trained
+
+
 def test_precision_reaches_both_training_stages(tmp_path):
     bf16 = parse_args(["--precision", "bf16"])
     for stage in (1, 2):

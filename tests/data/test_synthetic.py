@@ -387,10 +387,12 @@ def test_background_matches_the_broadcast_formula():
 def test_caption_turn_prob_adds_description_turns_to_the_same_chats(dataset, tmp_path):
     describe = "Describe the image briefly."
 
+    def turns(sample: dict) -> list[tuple[str, str]]:  # (question without the image tag, answer)
+        c = sample["conversations"]
+        return [(q["value"].removeprefix("<image>\n"), r["value"]) for q, r in zip(c[::2], c[1::2])]
+
     def described(out: Path) -> list[bool]:
-        return [any(t["value"].removeprefix("<image>\n") == describe for t in s["conversations"])
-                for s in _load(out, "stage2.json")
-                if "image" in s]
+        return [any(q == describe for q, _ in turns(s)) for s in _load(out, "stage2.json") if "image" in s]
 
     always, never = tmp_path / "always", tmp_path / "never"
     generate(always, replace(CONFIG, caption_turn_prob=1.0))
@@ -398,16 +400,12 @@ def test_caption_turn_prob_adds_description_turns_to_the_same_chats(dataset, tmp
     assert all(described(always)) and not any(described(never))
     assert 0 < sum(described(dataset)) < len(described(dataset))  # the default, 0.15
     for a, b in zip(_load(always, "stage2.json"), _load(never, "stage2.json")):
-        # the same image and questions; the description turn is added among them, with the caption
+        # the same image and questions, with one description turn added among them
         assert a.get("image") == b.get("image")
         if "image" not in a:
             continue
-        turns = [(q["value"], r["value"]) for q, r in zip(a["conversations"][::2], a["conversations"][1::2])]
-        questions = [(q["value"].removeprefix("<image>\n"), r["value"])
-                     for q, r in zip(b["conversations"][::2], b["conversations"][1::2])]
-        turns = [(q.removeprefix("<image>\n"), r) for q, r in turns]
-        assert [t for t in turns if t[0] != describe] == questions
-        assert sum(q == describe for q, _ in turns) == 1
+        assert [t for t in turns(a) if t[0] != describe] == turns(b)
+        assert sum(q == describe for q, _ in turns(a)) == 1
         assert a["conversations"][0]["value"].startswith("<image>\n")
     pixels_always, pixels_never = _pixels(always), _pixels(never)
     assert pixels_always.keys() == pixels_never.keys()

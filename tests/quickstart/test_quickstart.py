@@ -252,3 +252,37 @@ def test_stage0_report_marks_a_finished_tower_only(tmp_path):
     with pytest.raises(ValueError):
         pretrain_tower(tmp_path / "data", tmp_path / "vision_tower", cfg.tower, progress=False)
     assert not report_file.exists()  # the old report no longer vouches for the folder
+
+
+def test_stage2_lr_schedule_is_constant_by_default_and_stage1_keeps_cosine(tmp_path):
+    """The flags give the Trainer's real schedulers: stage 2 holds its peak rate on every step by
+    default; stage 1 (and stage 2 with --stage2-lr-schedule cosine) starts at 0 and decays."""
+    import torch
+    from transformers import get_scheduler
+
+    from llava.train.arguments import parse_arguments
+
+    def rates(cfg: QuickstartConfig, stage: int) -> list[float]:
+        _, _, training = parse_arguments(stage_args(tmp_path, cfg, "delta", stage))
+        steps = training.max_steps
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=training.learning_rate)
+        scheduler = get_scheduler(training.lr_scheduler_type, optimizer,
+                                  num_warmup_steps=training.get_warmup_steps(steps), num_training_steps=steps)
+        out = []
+        for _ in range(steps):
+            out.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    default = parse_args([])
+    assert default.stage2_lr_schedule == "constant"
+    assert rates(default, 2) == [1e-4] * default.stage2_steps
+    stage1 = rates(default, 1)
+    assert len(stage1) == default.stage1_steps and stage1[0] == 0.0
+    assert max(stage1) == pytest.approx(default.stage1_lr) and stage1[-1] < 0.01 * default.stage1_lr
+    cosine = rates(parse_args(["--stage2-lr-schedule", "cosine"]), 2)
+    assert cosine[0] == 0.0 and cosine[1] == pytest.approx(1e-4) and cosine[-1] < 1e-4 / 50
+    with pytest.raises(ValueError, match="stage2_lr_schedule must be 'constant' or 'cosine', got 'linear'"):
+        run(QuickstartConfig(out=str(tmp_path / "never"), stage2_lr_schedule="linear"))
+    assert not (tmp_path / "never").exists()

@@ -24,6 +24,8 @@ from llava.quickstart.stage0 import REPORT, TowerConfig, pretrain_tower
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECTORS = ("delta", "mlp2x_gelu", "avgpool")
+# Default stage-1 steps per stage-1 precision: about the same stage-1 time on this project's CPU.
+STAGE1_STEPS = {"fp32": 200, "bf16": 250}
 
 
 @dataclass
@@ -52,7 +54,10 @@ class QuickstartConfig:
     # 200 + 15 steps (with the released init): 13.0 min and 0.296 overall on a 2-core CPU, against
     # 11.3 min and 0.224 (chance) with 100 + 20; a stage-2 step costs about 8 stage-1 steps there.
     # A GPU affords 700 + 100, where delta matches mlp2x_gelu (docs/quickstart/README.md).
-    stage1_steps: int = 200
+    # None: STAGE1_STEPS of the stage-1 precision, 200 in fp32 and 250 in bf16 (a bf16 stage-1 step
+    # takes about 0.65 of an fp32 one on this project's CPU, so 250 bf16 steps take less time than
+    # 200 fp32 ones).
+    stage1_steps: int | None = None
     stage1_lr: float = 3e-3
     stage2_steps: int = 15
     # Stage-2 samples are chats, ~3.5x longer than stage-1 captions. On a CPU, full finetuning
@@ -79,12 +84,19 @@ class QuickstartConfig:
     eval_batch_size: int = 16
     model_max_length: int = 256
     threads: int | None = None
-    # "bf16": stages 1 and 2 run with --bf16 (frozen weights in bf16, trainable ones fp32 under
-    # autocast); "auto": bf16 when the CPU does bf16 natively (AVX512-BF16 or AMX), else fp32.
+    # "bf16": stages 0, 1 and 2 run with --bf16 (frozen weights in bf16, trainable ones fp32 under
+    # autocast; stage 1 as `stage1_precision` says); "auto": bf16 when the CPU does bf16 natively
+    # (AVX512-BF16 or AMX), else fp32.
     # Measured on this project's 2-core AMD EPYC (docs/quickstart/README.md): the default run
     # 9.9 -> 7.6 min with the same delta accuracy; avgpool's stage 1 diverged in the bf16 --compare
     # run (other seeds show bad starts in fp32 too). fp32 stays the default.
     precision: str = "fp32"
+    # Stage 1 alone: "auto" (default) runs it in bf16 when the CPU does bf16 natively and the run is on
+    # the CPU, else in `precision`; "bf16" / "fp32" force it. Stage 1 trains only the projector
+    # through the frozen LLM, so the frozen weights in bf16 are most of its work. On this project's
+    # 2-core CPU, 250 bf16 steps (about 265 s) scored 0.555 overall against 0.525 for 200 fp32 steps
+    # (about 330 s), mean of 3 training seeds; bf16 in stage 2 cost 4.6 points (docs/quickstart/README.md).
+    stage1_precision: str = "auto"
     # Where stages 1 and 2 and the evaluation run: "cpu" (the default run) or "cuda" (the same
     # flags without --use_cpu). Stage 0 always trains on the CPU.
     device: str = "cpu"
@@ -98,6 +110,21 @@ class QuickstartConfig:
         if self.precision != "auto":
             return self.precision
         return "bf16" if cpu_has_native_bf16() else "fp32"
+
+    def resolved_stage1_precision(self) -> str:
+        if self.stage1_precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"stage1_precision must be auto, bf16 or fp32, got {self.stage1_precision!r}")
+        if self.stage1_precision != "auto":
+            return self.stage1_precision
+        if self.resolved_precision() == "bf16" or (self.device == "cpu" and cpu_has_native_bf16()):
+            return "bf16"
+        return "fp32"
+
+    def stage1_step_count(self) -> int:
+        """``stage1_steps``, or by default the step count of the stage-1 precision (``STAGE1_STEPS``)."""
+        if self.stage1_steps is not None:
+            return self.stage1_steps
+        return STAGE1_STEPS[self.resolved_stage1_precision()]
 
     def stage2_batching(self) -> tuple[int, int]:
         """(per-device batch, gradient accumulation steps) of a stage-2 step of ``batch_size`` chats."""
@@ -190,7 +217,7 @@ def train_args(cfg: QuickstartConfig, projector: str, stage: int, llm: str, data
         "--mm_use_im_patch_token", "False",
         "--image_aspect_ratio", "pad",
         "--output_dir", str(out_dir),
-        "--max_steps", str(cfg.stage1_steps if stage == 1 else cfg.stage2_steps),
+        "--max_steps", str(cfg.stage1_step_count() if stage == 1 else cfg.stage2_steps),
         "--per_device_train_batch_size", str(batch),
         "--gradient_accumulation_steps", str(accumulation),
         "--eval_strategy", "no",
@@ -209,7 +236,7 @@ def train_args(cfg: QuickstartConfig, projector: str, stage: int, llm: str, data
     ]
     if cfg.device == "cpu":
         args += ["--use_cpu", "True"]
-    if cfg.resolved_precision() == "bf16":
+    if (cfg.resolved_stage1_precision() if stage == 1 else cfg.resolved_precision()) == "bf16":
         args += ["--bf16", "True"]
     if projector in ("delta", "avgpool"):
         args += ["--scale_factor", str(cfg.scale_factor)]
@@ -233,7 +260,8 @@ def run_projector(cfg: QuickstartConfig, projector: str, llm: str, data: Path, t
     stage1 = root / "stage1"
     stage2 = trained = root / ("stage2_lora" if cfg.stage2_mode == "lora" else "stage2")  # trained: the Trainer's folder
     result: dict = {"projector": projector}
-    _log(f"{projector}: stage 1 (projector only, LLM and tower frozen), {cfg.stage1_steps} steps")
+    _log(f"{projector}: stage 1 (projector only, LLM and tower frozen), {cfg.stage1_step_count()} steps "
+         f"({cfg.resolved_stage1_precision()})")
     result["stage1_seconds"] = _run([python, "llava/train/train_mem.py",
                                      *train_args(cfg, projector, 1, llm, data, tower, stage1)], root / "stage1.log")
     _log(f"{projector}: stage 2 (projector + LLM{' via LoRA' if cfg.stage2_mode == 'lora' else ''}), "
@@ -265,7 +293,7 @@ def run_projector(cfg: QuickstartConfig, projector: str, llm: str, data: Path, t
     result["checkpoint"] = str(stage2)
     result["stage1_train_seconds"] = train_loop_seconds(stage1)
     result["stage2_train_seconds"] = train_loop_seconds(trained)
-    train_samples = cfg.stage1_steps * cfg.batch_size
+    train_samples = cfg.stage1_step_count() * cfg.batch_size
     # Per sample two ways: the stage's wall time (process start, model loading and saving included)
     # and the training loop alone (the Trainer's train_runtime), which is what scales with samples.
     result["stage1_seconds_per_sample"] = result["stage1_seconds"] / train_samples
@@ -353,6 +381,7 @@ def run(cfg: QuickstartConfig) -> dict:
     cfg.stage2_batching()  # a micro-batch that does not divide the batch fails before any work
     cfg.data_config()  # so does a bad data setting (e.g. --caption-turn-prob 2)
     cfg.stage2_schedule()  # and an unknown stage-2 schedule
+    cfg.resolved_stage1_precision()  # and an unknown precision
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:  # for this process (stage 0) and the stage subprocesses
@@ -361,7 +390,8 @@ def run(cfg: QuickstartConfig) -> dict:
         os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
         torch.set_num_threads(cfg.threads)
     _log("embedded LLM: SmolLM2-135M-Instruct" if cfg.llm is None else f"LLM: {cfg.llm}")
-    _log(f"training precision: {cfg.resolved_precision()}" + (" (auto)" if cfg.precision == "auto" else ""))
+    _log(f"training precision: {precision_text(cfg.resolved_stage1_precision(), cfg.resolved_precision())}"
+         + (" (auto)" if "auto" in (cfg.precision, cfg.stage1_precision) else ""))
     data = out / "data"
     tower_config = replace(cfg.tower, bf16=cfg.resolved_precision() == "bf16")
     if cfg.reuse:  # checked before anything is made, so a mismatch costs nothing
@@ -399,7 +429,14 @@ def _settings(cfg: QuickstartConfig) -> dict:
     settings = asdict(cfg)
     settings["projectors"] = list(cfg.projectors)
     settings["precision"] = cfg.resolved_precision()
+    settings["stage1_precision"] = cfg.resolved_stage1_precision()
+    settings["stage1_steps"] = cfg.stage1_step_count()
     return settings
+
+
+def precision_text(stage1: str, rest: str) -> str:
+    """``bf16`` when both training stages use it, else ``stage 1 bf16, stage 2 fp32`` and the like."""
+    return stage1 if stage1 == rest else f"stage 1 {stage1}, stage 2 {rest}"
 
 
 def format_table(report: dict) -> str:
@@ -428,7 +465,10 @@ def format_table(report: dict) -> str:
     if report["stage0"].get("reused"):
         lines.append(f"data and stage-0 tower reused from an earlier run ({report['stage0']['tower']}); "
                      "the total below does not include them")
-    lines.append(f"training precision: {report['settings'].get('precision', 'fp32')}; "
+    settings = report["settings"]
+    precision = precision_text(settings.get("stage1_precision", settings.get("precision", "fp32")),
+                               settings.get("precision", "fp32"))
+    lines.append(f"training precision: {precision}; "
                  f"total wall time: {report['total_seconds'] / 60:.1f} min")
     return "\n".join(lines)
 
@@ -455,7 +495,9 @@ def chart(report: dict, path: Path) -> None:
     ax2.bar(names, [r["stage2_seconds"] for r in results], bottom=[r["stage1_seconds"] for r in results],
             label="stage 2")
     ax2.set_ylabel("seconds")
-    ax2.set_title(f"training time ({report['settings'].get('precision', 'fp32')})")
+    settings = report["settings"]
+    ax2.set_title("training time (" + precision_text(settings.get("stage1_precision", settings.get("precision", "fp32")),
+                                                      settings.get("precision", "fp32")) + ")")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -476,7 +518,7 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
                         "run again")
     counts = {
         "num_stage1": "stage-1 captions to generate", "num_stage2": "stage-2 instruction samples to generate",
-        "num_eval": "held-out eval questions to generate", "stage1_steps": "stage-1 optimizer steps",
+        "num_eval": "held-out eval questions to generate",
         "stage2_steps": "stage-2 optimizer steps", "batch_size": "samples per optimizer step (both stages)",
         "eval_batch_size": "questions per batch in the evaluation",
         "scale_factor": "delta / avgpool window side: grid / scale_factor tokens per side",
@@ -486,6 +528,9 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         default = getattr(cfg, name)
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None,
                        help=f"{text} (default {'torch' + chr(39) + 's choice' if default is None else default})")
+    p.add_argument("--stage1-steps", type=int, default=None,
+                   help=f"stage-1 optimizer steps (default {STAGE1_STEPS['fp32']} with an fp32 stage 1, "
+                        f"{STAGE1_STEPS['bf16']} with a bf16 one)")
     p.add_argument("--stage2-micro-batch", type=int, default=None,
                    help=f"run each stage-2 step as micro-batches of this many chats, grouped by length (gradient "
                         f"accumulation: same samples per step, less padding; default {cfg.stage2_micro_batch})")
@@ -503,8 +548,11 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
                    help=f"delta: gain on the region attention's initial output projection (default "
                         f"{cfg.delta_init_gain:g}; 1 = the released code's init)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
-                   help="training precision of stages 1 and 2 (default fp32; auto: bf16 where the CPU does it "
-                        "natively, about 1.3x faster overall)")
+                   help="training precision of stage 0, stage 2 and, unless --stage1-precision says otherwise, "
+                        "stage 1 (default fp32; auto: bf16 where the CPU does it natively, about 1.3x faster overall)")
+    p.add_argument("--stage1-precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="training precision of stage 1 (default auto: bf16 when the run is on a CPU that does bf16 "
+                        "natively, else --precision)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="where stages 1 and 2 and the evaluation run (default cpu; stage 0 always trains on the CPU)")
     p.add_argument("--delta-layers", default=None,
@@ -531,7 +579,7 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         cfg.projectors = tuple(x.strip() for x in args.projectors.split(","))
     for name in ("num_stage1", "num_stage2", "num_eval", "stage1_steps", "stage2_steps", "batch_size",
                  "eval_batch_size", "scale_factor", "model_max_length", "seed", "threads", "stage1_lr", "stage2_lr",
-                 "delta_layers", "delta_init_gain", "stage2_mode", "precision", "device", "stage2_micro_batch",
+                 "delta_layers", "delta_init_gain", "stage2_mode", "precision", "stage1_precision", "device", "stage2_micro_batch",
                  "caption_turn_prob", "stage2_lr_schedule"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))

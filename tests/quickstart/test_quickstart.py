@@ -54,6 +54,11 @@ def test_fast_pipeline_with_compare(tmp_path, tiny_chatml_llm, capsys):
     saved = json.loads((out / "results.json").read_text())
     assert saved["results"][0]["projector"] == "delta" and "heldout_accuracy" in saved["stage0"]
     assert (out / "results.png").stat().st_size > 1000
+    # stage 1 runs in bf16 where the CPU does it natively (the default's auto), stage 2 in fp32
+    stage1_bf16 = saved["settings"]["stage1_precision"] == "bf16"
+    assert stage1_bf16 == cpu_has_native_bf16() and saved["settings"]["precision"] == "fp32"
+    assert ("--bf16 True" in (out / "delta" / "stage1.log").read_text().splitlines()[0]) == stage1_bf16
+    assert "--bf16" not in (out / "delta" / "stage2.log").read_text().splitlines()[0]
     printed = capsys.readouterr().out
     assert "stage-1 time per sample, mlp2x_gelu / delta" in printed and "(training loop only)" in printed
     assert "python -m llava.serve.gradio_web_server --model-path" in printed
@@ -80,13 +85,40 @@ def test_precision_reaches_both_training_stages(tmp_path):
     for stage in (1, 2):
         args = stage_args(tmp_path, bf16, "delta", stage)
         assert args[args.index("--bf16") + 1] == "True"
-    fp32 = parse_args(["--precision", "fp32"])
+    fp32 = parse_args(["--precision", "fp32", "--stage1-precision", "fp32"])
     assert not any("--bf16" in stage_args(tmp_path, fp32, "delta", s) for s in (1, 2))
     assert parse_args([]).resolved_precision() == "fp32"
     auto = parse_args(["--precision", "auto"])
     assert auto.resolved_precision() == ("bf16" if cpu_has_native_bf16() else "fp32")
     with pytest.raises(ValueError, match="precision must be auto, bf16 or fp32, got 'fp8'"):
         QuickstartConfig(precision="fp8").resolved_precision()
+
+
+def test_stage1_precision_and_its_default_steps(tmp_path):
+    def stage1(cfg):
+        args = stage_args(tmp_path, cfg, "delta", 1)
+        return "--bf16" in args, int(args[args.index("--max_steps") + 1])
+
+    default = parse_args([])
+    native = cpu_has_native_bf16()
+    assert default.resolved_precision() == "fp32"  # stage 0 and stage 2 stay fp32
+    assert default.resolved_stage1_precision() == ("bf16" if native else "fp32")
+    assert stage1(default) == ((True, 250) if native else (False, 200))
+    assert "--bf16" not in stage_args(tmp_path, default, "delta", 2)
+    assert stage1(parse_args(["--stage1-precision", "fp32"])) == (False, 200)  # the earlier all-fp32 default
+    forced = parse_args(["--stage1-precision", "bf16"])
+    assert stage1(forced) == (True, 250) and "--bf16" not in stage_args(tmp_path, forced, "delta", 2)
+    assert stage1(parse_args(["--stage1-precision", "bf16", "--stage1-steps", "120"])) == (True, 120)
+    assert stage1(parse_args(["--precision", "bf16"])) == (True, 250)  # auto follows an all-bf16 run
+    assert stage1(parse_args(["--precision", "bf16", "--stage1-precision", "fp32"])) == (False, 200)
+    # auto looks at the CPU only when the stages run on it
+    assert stage1(parse_args(["--device", "cuda"])) == (False, 200)
+    with pytest.raises(SystemExit):
+        parse_args(["--stage1-precision", "fp16"])
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match="stage1_precision must be auto, bf16 or fp32, got 'fp16'"):
+        run(QuickstartConfig(out=str(out), stage1_precision="fp16"))
+    assert not out.exists()
 
 
 def test_delta_init_gain_reaches_both_stages_of_delta_only(tmp_path):
@@ -279,7 +311,7 @@ def test_stage2_lr_schedule_is_constant_by_default_and_stage1_keeps_cosine(tmp_p
     assert default.stage2_lr_schedule == "constant"
     assert rates(default, 2) == [1e-4] * default.stage2_steps
     stage1 = rates(default, 1)
-    assert len(stage1) == default.stage1_steps and stage1[0] == 0.0
+    assert len(stage1) == default.stage1_step_count() and stage1[0] == 0.0
     assert max(stage1) == pytest.approx(default.stage1_lr) and stage1[-1] < 0.01 * default.stage1_lr
     cosine = rates(parse_args(["--stage2-lr-schedule", "cosine"]), 2)
     assert cosine[0] == 0.0 and cosine[1] == pytest.approx(1e-4) and cosine[-1] < 1e-4 / 50

@@ -89,7 +89,7 @@ class QuickstartConfig:
     # (AVX512-BF16 or AMX), else fp32.
     # Measured on this project's 2-core AMD EPYC (docs/quickstart/README.md): the default run
     # 9.9 -> 7.6 min with the same delta accuracy; avgpool's stage 1 diverged in the bf16 --compare
-    # run (other seeds show bad starts in fp32 too). fp32 stays the default.
+    # run (other seeds show bad starts in fp32 too). fp32 stays the default of stages 0 and 2.
     precision: str = "fp32"
     # Stage 1 alone: "auto" (default) runs it in bf16 when the CPU does bf16 natively and the run is on
     # the CPU, else in `precision`; "bf16" / "fp32" force it. Stage 1 trains only the projector
@@ -439,6 +439,12 @@ def precision_text(stage1: str, rest: str) -> str:
     return stage1 if stage1 == rest else f"stage 1 {stage1}, stage 2 {rest}"
 
 
+def report_precision(report: dict) -> str:
+    """The training precision of a results report (older reports have no ``stage1_precision``)."""
+    rest = report["settings"].get("precision", "fp32")
+    return precision_text(report["settings"].get("stage1_precision", rest), rest)
+
+
 def format_table(report: dict) -> str:
     results = report["results"]
     cats = [c for c in ("color", "shape", "position", "count", "word", "overall") if c in results[0]["accuracy"]]
@@ -465,10 +471,7 @@ def format_table(report: dict) -> str:
     if report["stage0"].get("reused"):
         lines.append(f"data and stage-0 tower reused from an earlier run ({report['stage0']['tower']}); "
                      "the total below does not include them")
-    settings = report["settings"]
-    precision = precision_text(settings.get("stage1_precision", settings.get("precision", "fp32")),
-                               settings.get("precision", "fp32"))
-    lines.append(f"training precision: {precision}; "
+    lines.append(f"training precision: {report_precision(report)}; "
                  f"total wall time: {report['total_seconds'] / 60:.1f} min")
     return "\n".join(lines)
 
@@ -495,9 +498,7 @@ def chart(report: dict, path: Path) -> None:
     ax2.bar(names, [r["stage2_seconds"] for r in results], bottom=[r["stage1_seconds"] for r in results],
             label="stage 2")
     ax2.set_ylabel("seconds")
-    settings = report["settings"]
-    ax2.set_title("training time (" + precision_text(settings.get("stage1_precision", settings.get("precision", "fp32")),
-                                                      settings.get("precision", "fp32")) + ")")
+    ax2.set_title(f"training time ({report_precision(report)})")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -579,8 +580,8 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         cfg.projectors = tuple(x.strip() for x in args.projectors.split(","))
     for name in ("num_stage1", "num_stage2", "num_eval", "stage1_steps", "stage2_steps", "batch_size",
                  "eval_batch_size", "scale_factor", "model_max_length", "seed", "threads", "stage1_lr", "stage2_lr",
-                 "delta_layers", "delta_init_gain", "stage2_mode", "precision", "stage1_precision", "device", "stage2_micro_batch",
-                 "caption_turn_prob", "stage2_lr_schedule"):
+                 "delta_layers", "delta_init_gain", "stage2_mode", "precision", "stage1_precision", "device",
+                 "stage2_micro_batch", "caption_turn_prob", "stage2_lr_schedule"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.image_size is not None:

@@ -26,6 +26,13 @@ REPO = Path(__file__).resolve().parents[2]
 PROJECTORS = ("delta", "mlp2x_gelu", "avgpool")
 # Default stage-1 steps per stage-1 precision: about the same stage-1 time on this project's CPU.
 STAGE1_STEPS = {"fp32": 200, "bf16": 250}
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def _checked_precision(name: str, value: str) -> str:
+    if value not in PRECISIONS:
+        raise ValueError(f"{name} must be auto, bf16 or fp32, got {value!r}")
+    return value
 
 
 @dataclass
@@ -105,16 +112,12 @@ class QuickstartConfig:
     reuse: bool = False
 
     def resolved_precision(self) -> str:
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
-        if self.precision != "auto":
+        if _checked_precision("precision", self.precision) != "auto":
             return self.precision
         return "bf16" if cpu_has_native_bf16() else "fp32"
 
     def resolved_stage1_precision(self) -> str:
-        if self.stage1_precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"stage1_precision must be auto, bf16 or fp32, got {self.stage1_precision!r}")
-        if self.stage1_precision != "auto":
+        if _checked_precision("stage1_precision", self.stage1_precision) != "auto":
             return self.stage1_precision
         if self.resolved_precision() == "bf16" or (self.device == "cpu" and cpu_has_native_bf16()):
             return "bf16"
@@ -548,10 +551,10 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
     p.add_argument("--delta-init-gain", type=float, default=None,
                    help=f"delta: gain on the region attention's initial output projection (default "
                         f"{cfg.delta_init_gain:g}; 1 = the released code's init)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="training precision of stage 0, stage 2 and, unless --stage1-precision says otherwise, "
                         "stage 1 (default fp32; auto: bf16 where the CPU does it natively, about 1.3x faster overall)")
-    p.add_argument("--stage1-precision", choices=("auto", "fp32", "bf16"), default=None,
+    p.add_argument("--stage1-precision", choices=PRECISIONS, default=None,
                    help="training precision of stage 1 (default auto: bf16 when the run is on a CPU that does bf16 "
                         "natively, else --precision)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,

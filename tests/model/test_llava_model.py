@@ -168,3 +168,30 @@ def test_eval_mode_with_labels_keeps_full_logits(model):
     model.eval()
     out = model(input_ids=ids, labels=ids.masked_fill(ids < 0, IGNORE_INDEX), images=torch.randn(1, 3, 56, 56))
     assert out.logits.shape[:2] == (1, 3 + 16) and torch.isfinite(out.loss)
+
+
+def test_cache_under_either_name(model):
+    """The key/value cache is taken as upstream's ``past_key_values`` or as transformers' newer
+    ``cache``: a cached decoding step gives the same logits as the uncached forward either way."""
+    import copy
+    import warnings
+
+    from llava.model.language_model.llava_llama import CACHE_ARG
+
+    model.eval()
+    ids = torch.tensor([[1, IMAGE_TOKEN_INDEX, 9, 10]])
+    pixels = torch.randn(1, 3, 56, 56)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated name is passed on
+        prompt = model(input_ids=ids, images=pixels, use_cache=True)
+        cache = getattr(prompt, CACHE_ARG)
+        assert cache.get_seq_length() == 3 + 16
+        _, _, _, _, embeds, _ = model.prepare_inputs_labels_for_multimodal(ids, None, None, None, None, pixels)
+        full = model(inputs_embeds=torch.cat([embeds, model.get_model().embed_tokens(torch.tensor([[11]]))], 1))
+        for name in ("past_key_values", "cache"):
+            step = model(input_ids=torch.tensor([[11]]), use_cache=True, **{name: copy.deepcopy(cache)})
+            torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1], atol=1e-5, rtol=1e-5)
+            assert getattr(step, CACHE_ARG).get_seq_length() == 3 + 16 + 1
+        model.generate(ids, images=pixels, max_new_tokens=3, do_sample=False)
+    with pytest.raises(ValueError, match="not both"):
+        model(input_ids=torch.tensor([[11]]), past_key_values=copy.deepcopy(cache), cache=copy.deepcopy(cache))

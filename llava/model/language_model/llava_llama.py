@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM, LlamaModel
@@ -12,6 +14,19 @@ from transformers.models.llama.modeling_llama import LlamaPreTrainedModel
 from llava.constants import IGNORE_INDEX
 from llava.model.language_model.configuration_llava import LlavaConfig
 from llava.model.llava_arch import LlavaMetaForCausalLM, LlavaMetaModel
+
+# transformers 5.24 renamed the key/value cache argument and output field from ``past_key_values``
+# to ``cache`` (the old name warns, and goes in 5.40). Both names are accepted here; the installed
+# version's own name is the one passed on and set on outputs.
+CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+def _one_cache(past_key_values, kwargs: dict):
+    """The cache given as ``past_key_values`` or as ``cache`` (popped from ``kwargs``), not both."""
+    cache = kwargs.pop("cache", None)
+    if past_key_values is not None and cache is not None:
+        raise ValueError("pass the key/value cache as `cache` or as `past_key_values`, not both")
+    return cache if cache is not None else past_key_values
 
 
 class LlavaLlamaModel(LlavaMetaModel, LlamaModel):
@@ -50,7 +65,10 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
 
         In training mode with ``labels``, the LM head runs only at positions whose next token has a
         label (see :meth:`_labelled_forward`): same loss and gradients, ``logits`` is ``None``.
+        The key/value cache may be passed as ``past_key_values`` (upstream's name) or ``cache``
+        (transformers >= 5.24).
         """
+        past_key_values = _one_cache(past_key_values, kwargs)
         if inputs_embeds is None:
             input_ids, position_ids, attention_mask, past_key_values, inputs_embeds, labels = (
                 self.prepare_inputs_labels_for_multimodal(
@@ -64,11 +82,11 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             labels=labels,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
+            **{CACHE_ARG: past_key_values},
             **kwargs,
         )
 
@@ -83,15 +101,15 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         first, and only those rows go through ``lm_head`` and the same ``loss_function``.
         """
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                             inputs_embeds=inputs_embeds, use_cache=use_cache, **{CACHE_ARG: past_key_values},
                              **kwargs)
         shift_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
         keep = shift_labels != IGNORE_INDEX
         logits = self.lm_head(outputs.last_hidden_state[keep])  # (labelled positions, vocab)
         loss = self.loss_function(logits=logits, labels=None, shift_labels=shift_labels[keep],
                                   vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=outputs.past_key_values,
-                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return CausalLMOutputWithPast(loss=loss, logits=None, hidden_states=outputs.hidden_states,
+                                      attentions=outputs.attentions, **{CACHE_ARG: getattr(outputs, CACHE_ARG)})
 
     @torch.no_grad()
     def generate(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
+
 import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
@@ -9,6 +12,7 @@ from transformers import LlavaForConditionalGeneration
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.mm_utils import tokenizer_image_token
 from llava.model import weights
+from llava.model.language_model.llava_llama import CACHE_ARG
 from tests.conftest import tiny_llava_config, tiny_llava_model
 
 PROMPT = "USER: <image>\nWhat is in the image? ASSISTANT:"
@@ -173,11 +177,6 @@ def test_eval_mode_with_labels_keeps_full_logits(model):
 def test_cache_under_either_name(model):
     """The key/value cache is taken as upstream's ``past_key_values`` or as transformers' newer
     ``cache``: a cached decoding step gives the same logits as the uncached forward either way."""
-    import copy
-    import warnings
-
-    from llava.model.language_model.llava_llama import CACHE_ARG
-
     model.eval()
     ids = torch.tensor([[1, IMAGE_TOKEN_INDEX, 9, 10]])
     pixels = torch.randn(1, 3, 56, 56)

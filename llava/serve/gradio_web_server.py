@@ -29,8 +29,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -289,6 +291,7 @@ class DemoApp:
         backend: LocalBackend or ControllerBackend.
         examples: ``[(image path, question)]`` for gr.Examples.
         upload_dir: where display copies of uploaded images go (must be in launch's allowed_paths).
+            Default: a new temporary folder, removed with the app (``close()``, or at exit).
         model_list_mode: "once" (list at start) or "reload" (on every page load), as upstream.
     """
 
@@ -298,10 +301,21 @@ class DemoApp:
             raise ValueError(f"Unknown model list mode {model_list_mode!r}; known: ['once', 'reload']")
         self.backend = backend
         self.examples = examples or []
-        self.upload_dir = Path(upload_dir or tempfile.mkdtemp(prefix="llava_serve_uploads_"))
-        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        if upload_dir is None:
+            self.upload_dir = Path(tempfile.mkdtemp(prefix="llava_serve_uploads_"))
+            # Our own folder goes when the app does; a folder the caller named is theirs to keep.
+            self._remove_uploads = weakref.finalize(self, shutil.rmtree, self.upload_dir, ignore_errors=True)
+        else:
+            self.upload_dir = Path(upload_dir)
+            self.upload_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_uploads = None
         self.model_list_mode = model_list_mode
         self.models, self.startup_error = self._list_models()
+
+    def close(self) -> None:
+        """Removes the upload folder if the app created it (also done at exit)."""
+        if self._remove_uploads is not None:
+            self._remove_uploads()
 
     def _list_models(self) -> tuple[list[str], str]:
         try:
@@ -578,7 +592,11 @@ def main(argv: list[str] | None = None) -> None:
     app = DemoApp(backend, example_images(examples_dir), model_list_mode=args.model_list_mode)
     preload = app.preload(args.preload_example or None) if args.preload_example is not None else None
     demo = app.build(preload_session=preload)
-    launch(demo, args.host, args.port, args.concurrency_count, [str(examples_dir), str(app.upload_dir)], args.share)
+    try:
+        launch(demo, args.host, args.port, args.concurrency_count, [str(examples_dir), str(app.upload_dir)],
+               args.share)
+    finally:
+        app.close()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,16 @@ from tests.tokenizers import make_llama_tokenizer
 
 #: The prompt template the tiny checkpoint records in its config (the test tokenizer is Llama's).
 CONV_MODE = "vicuna_v1"
+
+
+@pytest.fixture(scope="package", autouse=True)
+def temp_files_under_pytest(tmp_path_factory):
+    """gradio_client stages each downloaded file in a new folder of the temp dir and leaves the
+    folder behind; point the temp dir at pytest's own, which it prunes, while these tests run."""
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tmp"))
+    yield
+    tempfile.tempdir = saved
 
 
 def free_port() -> int:

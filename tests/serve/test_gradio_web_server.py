@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -13,6 +17,7 @@ from llava.serve.examples import example_images
 from llava.serve.gradio_web_server import ControllerBackend, DemoApp, LocalBackend, launch
 from tests.serve.conftest import DyingWorker, ServerThread, free_port
 
+REPO = Path(__file__).resolve().parents[2]
 STATS = "visual tokens: 4 (projector delta) · time to first token: "
 
 
@@ -27,6 +32,8 @@ def demo(chat_model, tmp_path_factory):
     assert blocks.local_url.startswith("http://127.0.0.1:")
     yield blocks, app
     blocks.close()
+    app.close()
+    assert not app.upload_dir.exists()
 
 
 def _ask(client: Client, model: str, text: str, image, max_tokens: int = 6):
@@ -115,3 +122,27 @@ def test_controller_mode_uses_workers_and_reports_a_worker_dying_mid_answer(work
 
     unreachable = DemoApp(ControllerBackend(f"http://127.0.0.1:{free_port()}"))
     assert unreachable.models == [] and "is unreachable" in unreachable.startup_error
+
+
+def test_upload_folder_is_removed_only_when_the_app_made_it(tmp_path):
+    backend = ControllerBackend(f"http://127.0.0.1:{free_port()}")  # nothing listens: no models, no wait
+    app = DemoApp(backend)
+    assert app.upload_dir.is_dir() and app.upload_dir.name.startswith("llava_serve_uploads_")
+    app._display_copy(Image.new("RGB", (32, 32), "red"))
+    app.close()
+    assert not app.upload_dir.exists()
+    app.close()  # a second close is harmless
+
+    # a process that ends without close() (the demo stopped with Ctrl-C) still removes it, at exit
+    code = ("from llava.serve.gradio_web_server import ControllerBackend, DemoApp; "
+            f"app = DemoApp(ControllerBackend('http://127.0.0.1:{free_port()}')); "
+            "(app.upload_dir / 'kept.png').write_bytes(b'x'); print(app.upload_dir)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
+                         env={**os.environ, "TMPDIR": str(tmp_path)})
+    left = Path(out.stdout.strip().splitlines()[-1])
+    assert left.parent == tmp_path and not left.exists()
+
+    kept = DemoApp(backend, upload_dir=str(tmp_path / "uploads"))
+    kept._display_copy(Image.new("RGB", (32, 32), "blue"))
+    kept.close()
+    assert len(list((tmp_path / "uploads").glob("*.png"))) == 1

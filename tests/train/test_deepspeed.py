@@ -41,6 +41,7 @@ def launch(args: list[str], log: Path) -> str:
     """Runs train_mem.py on 2 CPU processes with torchrun; returns the combined output."""
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+           "TMPDIR": str(log.parent),  # torchrun's per-run log folders (torchelastic_*) stay with the test
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
                                                   str(Path(tempfile.gettempdir()) / "llava-torch-extensions"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",

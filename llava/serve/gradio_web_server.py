@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 import weakref
@@ -578,6 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_like_ctrl_c(signum, frame) -> None:
+    """SIGTERM handler: gradio closes its server on KeyboardInterrupt, then main removes the uploads."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
@@ -592,6 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     app = DemoApp(backend, example_images(examples_dir), model_list_mode=args.model_list_mode)
     preload = app.preload(args.preload_example or None) if args.preload_example is not None else None
     demo = app.build(preload_session=preload)
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # `kill`, docker/systemd stop: shut down cleanly
     try:
         launch(demo, args.host, args.port, args.concurrency_count, [str(examples_dir), str(app.upload_dir)],
                args.share)

@@ -62,6 +62,7 @@ def test_browser_shows_uploaded_image_answer_and_visual_tokens(chromium, chat_mo
         dom = headless(chromium, demo.local_url, "--dump-dom").stdout
     finally:
         demo.close()
+        app.close()
 
     text = visible_text(dom)
     assert answer and answer in text

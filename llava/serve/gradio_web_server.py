@@ -596,12 +596,17 @@ def main(argv: list[str] | None = None) -> None:
         backend = ControllerBackend(args.controller_url, conv_mode=args.conv_mode)
     examples_dir = Path(args.examples_dir) if args.examples_dir else default_examples_dir()
     app = DemoApp(backend, example_images(examples_dir), model_list_mode=args.model_list_mode)
-    preload = app.preload(args.preload_example or None) if args.preload_example is not None else None
-    demo = app.build(preload_session=preload)
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # `kill`, docker/systemd stop: shut down cleanly
+    demo = None
     try:
+        preload = app.preload(args.preload_example or None) if args.preload_example is not None else None
+        demo = app.build(preload_session=preload)
         launch(demo, args.host, args.port, args.concurrency_count, [str(examples_dir), str(app.upload_dir)],
                args.share)
+    except KeyboardInterrupt:  # stopped during start-up, before gradio's own handler was in place
+        logger.info("Stopped during start-up")
+        if demo is not None:
+            demo.close()
     finally:
         app.close()
 

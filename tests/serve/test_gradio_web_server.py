@@ -151,24 +151,32 @@ def test_upload_folder_is_removed_only_when_the_app_made_it(tmp_path):
     assert len(list((tmp_path / "uploads").glob("*.png"))) == 1
 
 
-def test_web_server_stops_on_sigterm_and_removes_its_uploads(tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("when", ["serving", "starting"])
+def test_web_server_stops_on_sigterm_and_removes_its_uploads(tiny_checkpoint, tmp_path, when):
+    """SIGTERM once the page is served, or as soon as the upload folder exists (while the first answer
+    of --preload-example is generated or gradio starts): exit 0, no folder left."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "llava.serve.gradio_web_server", "--model-path", tiny_checkpoint, "--device", "cpu",
-         "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+         "--port", str(port), "--preload-example"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env={**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1",
+                        "GRADIO_ANALYTICS_ENABLED": "False"})
     try:
         deadline = time.monotonic() + 120
         while True:
             assert server.poll() is None, f"the demo exited early:\n{server.communicate()[0][-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
-                    assert page.status == 200
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the demo did not start serving in 120 s"
-                time.sleep(0.5)
-        uploads = list(tmp_path.glob("llava_serve_uploads_*"))
+            assert time.monotonic() < deadline, f"the demo was not {when} after 120 s"
+            uploads = list(tmp_path.glob("llava_serve_uploads_*"))
+            if when == "starting" and uploads:
+                break
+            if when == "serving":
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+                        assert page.status == 200
+                        break
+                except OSError:
+                    pass
+            time.sleep(0.05)
         assert len(uploads) == 1 and uploads[0].is_dir()
         server.send_signal(signal.SIGTERM)  # what `kill`, docker stop and systemd send
         output = server.communicate(timeout=60)[0]

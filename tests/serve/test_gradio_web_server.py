@@ -155,16 +155,16 @@ def test_upload_folder_is_removed_only_when_the_app_made_it(tmp_path):
 def test_web_server_stops_on_sigterm_and_removes_its_uploads(tiny_checkpoint, tmp_path, when):
     """SIGTERM once the page is served, or as soon as the upload folder exists (while the first answer
     of --preload-example is generated or gradio starts): exit 0, no folder left."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "llava.serve.gradio_web_server", "--model-path", tiny_checkpoint, "--device", "cpu",
-         "--port", str(port), "--preload-example"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env={**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1",
-                        "GRADIO_ANALYTICS_ENABLED": "False"})
+    port, log = free_port(), tmp_path / "demo.log"  # a file, not a pipe: nothing reads while it starts
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "llava.serve.gradio_web_server", "--model-path", tiny_checkpoint, "--device", "cpu",
+             "--port", str(port), "--preload-example"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert server.poll() is None, f"the demo exited early:\n{server.communicate()[0][-3000:]}"
+            assert server.poll() is None, f"the demo exited early:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"the demo was not {when} after 120 s"
             uploads = list(tmp_path.glob("llava_serve_uploads_*"))
             if when == "starting" and uploads:
@@ -179,10 +179,10 @@ def test_web_server_stops_on_sigterm_and_removes_its_uploads(tiny_checkpoint, tm
             time.sleep(0.05)
         assert len(uploads) == 1 and uploads[0].is_dir()
         server.send_signal(signal.SIGTERM)  # what `kill`, docker stop and systemd send
-        output = server.communicate(timeout=60)[0]
+        server.wait(timeout=60)
     finally:
         if server.poll() is None:
             server.kill()
-            server.communicate()
-    assert server.returncode == 0, output[-3000:]
+            server.wait()
+    assert server.returncode == 0, log.read_text()[-3000:]
     assert not uploads[0].exists()

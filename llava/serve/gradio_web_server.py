@@ -587,18 +587,19 @@ def _stop_like_ctrl_c(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    if args.model_path:
-        backend = LocalBackend(ChatModel.from_pretrained(args.model_path, args.model_base, args.model_name,
-                                                         args.load_8bit, args.load_4bit,
-                                                         device=args.device or default_device(),
-                                                         conv_mode=args.conv_mode))
-    else:
-        backend = ControllerBackend(args.controller_url, conv_mode=args.conv_mode)
-    examples_dir = Path(args.examples_dir) if args.examples_dir else default_examples_dir()
-    app = DemoApp(backend, example_images(examples_dir), model_list_mode=args.model_list_mode)
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # `kill`, docker/systemd stop: shut down cleanly
-    demo = None
+    app = demo = None
     try:
+        if args.model_path:
+            backend = LocalBackend(ChatModel.from_pretrained(args.model_path, args.model_base, args.model_name,
+                                                             args.load_8bit, args.load_4bit,
+                                                             device=args.device or default_device(),
+                                                             conv_mode=args.conv_mode))
+        else:
+            backend = ControllerBackend(args.controller_url, conv_mode=args.conv_mode)
+        examples_dir = Path(args.examples_dir) if args.examples_dir else default_examples_dir()
+        app = DemoApp(backend, example_images(examples_dir), model_list_mode=args.model_list_mode)
+        logger.info("Starting the demo (Ctrl-C or SIGTERM stops it)")
         preload = app.preload(args.preload_example or None) if args.preload_example is not None else None
         demo = app.build(preload_session=preload)
         launch(demo, args.host, args.port, args.concurrency_count, [str(examples_dir), str(app.upload_dir)],
@@ -608,8 +609,8 @@ def main(argv: list[str] | None = None) -> None:
         if demo is not None:
             demo.close()
     finally:
-        app.close()
-
+        if app is not None:
+            app.close()
 
 if __name__ == "__main__":
     main()

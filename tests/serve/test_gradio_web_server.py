@@ -153,8 +153,8 @@ def test_upload_folder_is_removed_only_when_the_app_made_it(tmp_path):
 
 @pytest.mark.parametrize("when", ["serving", "starting"])
 def test_web_server_stops_on_sigterm_and_removes_its_uploads(tiny_checkpoint, tmp_path, when):
-    """SIGTERM once the page is served, or as soon as the upload folder exists (while the first answer
-    of --preload-example is generated or gradio starts): exit 0, no folder left."""
+    """SIGTERM once the page is served, or as soon as the demo says it is starting (then the first
+    answer of --preload-example is generated, or gradio starts): exit 0, no upload folder left."""
     port, log = free_port(), tmp_path / "demo.log"  # a file, not a pipe: nothing reads while it starts
     with log.open("w") as out:
         server = subprocess.Popen(
@@ -167,7 +167,7 @@ def test_web_server_stops_on_sigterm_and_removes_its_uploads(tiny_checkpoint, tm
             assert server.poll() is None, f"the demo exited early:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"the demo was not {when} after 120 s"
             uploads = list(tmp_path.glob("llava_serve_uploads_*"))
-            if when == "starting" and uploads:
+            if when == "starting" and "Starting the demo" in log.read_text():
                 break
             if when == "serving":
                 try:

@@ -25,6 +25,13 @@ def id_key(question_id: Any) -> str:
     return str(question_id)
 
 
+def answer_key(record: dict) -> tuple:
+    """What identifies one answer: question id, round and prompt. Ids alone repeat in several
+    benchmarks: TextVQA's question files use the image id, MME gives the two questions of an image
+    one id, and MMBench's rounds share one."""
+    return id_key(record["question_id"]), record.get("round_id"), record.get("prompt")
+
+
 def format_ids(ids: Iterable[Any], limit: int = _MAX_IDS_SHOWN, quote: bool = True) -> str:
     """Comma-separated first ``limit`` ids (their ``repr`` if ``quote``), with the number left out."""
     ids = list(ids)

@@ -6,8 +6,11 @@
 
 The model runners write chunk ``k`` of ``N`` to ``<N>_<k>.jsonl`` (upstream's shell-script
 naming; ``--pattern`` changes it, with ``{num_chunks}`` and ``{chunk_idx}`` fields). This is
-what the scripts' ``cat`` loop does, plus checks: every chunk file must exist and parse, and a
-question id may appear only once across chunks.
+what the scripts' ``cat`` loop does, plus checks: every chunk file must exist and parse, and no
+answer (question id, round and prompt, as the runners key them) may appear in two chunk files,
+which happens when the chunks come from runs with different ``--num-chunks``. A question id alone
+may repeat (TextVQA's question files use the image id), and within one chunk so may a whole
+answer, when the question file repeats a line.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from llava.eval.io_utils import format_ids, id_key, load_jsonl, write_jsonl
+from llava.eval.io_utils import answer_key, format_ids, load_jsonl, write_jsonl
 
 DEFAULT_PATTERN = "{num_chunks}_{chunk_idx}.jsonl"
 
@@ -35,27 +38,29 @@ def merge_answer_files(paths: list[str], output_file: str) -> dict:
 
     Raises:
         FileNotFoundError: a chunk is missing (names every missing one).
-        ValueError: a line is not JSON (names file and line) or a question id repeats.
+        ValueError: a line is not JSON (names file and line) or an answer is in two chunks.
     """
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"{len(missing)} chunk file(s) missing: {format_ids(missing, quote=False)}")
     records, per_chunk = [], []
-    first_seen: dict[str, str] = {}
+    first_seen: dict[tuple, str] = {}
     repeated = []
     for path in paths:
         chunk = load_jsonl(path)
         for record in chunk:
             if "question_id" not in record:
                 raise ValueError(f"{path}: an answer has no 'question_id': {str(record)[:100]}")
-            key = id_key(record["question_id"])
-            if key in first_seen:
-                repeated.append(f"{record['question_id']!r} ({first_seen[key]} and {path})")
+            key = answer_key(record)
+            if first_seen.get(key, path) != path:
+                what = f"{record['question_id']!r}" + (f" prompt {record['prompt']!r:.60}" if "prompt" in record else "")
+                repeated.append(f"{what} ({first_seen[key]} and {path})")
             first_seen.setdefault(key, path)
         records.extend(chunk)
         per_chunk.append(len(chunk))
     if repeated:
-        raise ValueError(f"{len(repeated)} question id(s) appear more than once: {format_ids(repeated, 5, quote=False)}")
+        raise ValueError(f"{len(repeated)} answer(s) appear in more than one chunk (were the chunks written with "
+                         f"different --num-chunks?): {format_ids(repeated, 5, quote=False)}")
     write_jsonl(records, output_file)
     return {"answers": len(records), "per_chunk": per_chunk}
 

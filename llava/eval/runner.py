@@ -37,7 +37,7 @@ from transformers import StoppingCriteriaList
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
 from llava.conversation import conv_templates
-from llava.eval.io_utils import format_ids, id_key, load_jsonl_lines
+from llava.eval.io_utils import answer_key, format_ids, load_jsonl_lines
 from llava.mm_utils import (
     KeywordsStoppingCriteria,
     get_model_name_from_path,
@@ -124,7 +124,9 @@ def load_questions(path: str, required: Sequence[str] = ("question_id", "text"))
     """A question jsonl, each line checked for the ``required`` keys.
 
     Raises:
-        ValueError: a line is not JSON or lacks a required key (names the file and line).
+        ValueError: a line is not JSON, lacks a required key or has an ``image`` that is not one
+            file name; names the file and line. (A line may repeat another: it is answered again,
+            as upstream does.)
     """
     path = os.path.expanduser(path)
     questions = []
@@ -133,6 +135,10 @@ def load_questions(path: str, required: Sequence[str] = ("question_id", "text"))
         if missing:
             raise ValueError(f"{path}:{lineno}: question has no {', '.join(map(repr, missing))}; "
                              f"keys: {sorted(record)}")
+        image = record.get("image")
+        if image is not None and (not isinstance(image, str) or not image):
+            raise ValueError(f"{path}:{lineno}: question_id {record['question_id']!r}: 'image' must be one file "
+                             f"name (or absent for a text-only question), got {image!r:.80}")
         questions.append(record)
     return questions
 
@@ -322,12 +328,6 @@ class Item:
         return self.image_file is not None or self.image_b64 is not None
 
 
-def answer_key(record: dict) -> tuple:
-    """What identifies an answer when resuming: question id, round and prompt (MME gives the two
-    questions of an image the same question_id; MMBench's rounds share one)."""
-    return id_key(record["question_id"]), record.get("round_id"), record.get("prompt")
-
-
 def new_answer_id() -> str:
     """A fresh answer id: ``shortuuid`` as upstream when it is installed, else a uuid4 hex."""
     if importlib.util.find_spec("shortuuid") is not None:
@@ -353,10 +353,20 @@ def check_images(images: Sequence[tuple[Any, str]]) -> None:
 
 
 def load_item_image(item: Item) -> Image.Image:
-    """The item's image as RGB, from its file or its base64 text."""
-    if item.image_b64 is not None:
-        return load_image_from_base64(item.image_b64).convert("RGB")
-    return Image.open(item.image_file).convert("RGB")
+    """The item's image as RGB, from its file or its base64 text.
+
+    Raises:
+        ValueError: the image cannot be read; names the question id and the file.
+    """
+    source = "its base64 image" if item.image_b64 is not None else item.image_file
+    try:
+        if item.image_b64 is not None:
+            return load_image_from_base64(item.image_b64).convert("RGB")
+        with Image.open(item.image_file) as image:
+            return image.convert("RGB")
+    except Exception as err:  # PIL raises many types for a bad file; say which question it was
+        raise ValueError(f"question_id {item.fields['question_id']!r}: cannot read {source}: "
+                         f"{type(err).__name__}: {err}") from err
 
 
 class _ImageDataset(Dataset):
@@ -392,7 +402,7 @@ class AnswerFile:
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, exist_ok=True)
-        self.done: dict[tuple, int] = {}
+        self.done: dict[tuple, list[int]] = {}  # answer key -> lines holding it
         needs_newline = False
         if resume and os.path.isfile(self.path):
             needs_newline = self._read_existing()
@@ -426,26 +436,44 @@ class AnswerFile:
                                  f"fix the line or run with --no-resume") from err
             if not isinstance(record, dict) or "question_id" not in record:
                 raise ValueError(f"{self.path}:{lineno}: not an answer (no 'question_id'): {line[:80]!r}")
-            key = answer_key(record)
-            if key in self.done:
-                raise ValueError(f"{self.path}:{lineno}: question_id {record['question_id']!r} is answered twice "
-                                 f"(also line {self.done[key]})")
-            self.done[key] = lineno
+            self.done.setdefault(answer_key(record), []).append(lineno)
         return not complete
 
     def check_belongs_to(self, items: Sequence[Item]) -> None:
-        """The answers already in the file are all for these items.
+        """The answers already in the file are all for these items (a question that the question
+        file repeats may have one answer per line).
 
         Raises:
-            ValueError: names the foreign question ids (another question file, chunk or prompt option).
+            ValueError: names the foreign question ids (another question file, chunk or prompt
+                option), or a question answered more often than the question file asks it.
         """
-        keys = {item.key for item in items}
-        foreign = [k for k in self.done if k not in keys]
+        asked: dict[tuple, int] = {}
+        for item in items:
+            asked[item.key] = asked.get(item.key, 0) + 1
+        foreign = [k for k in self.done if k not in asked]
         if foreign:
             raise ValueError(
                 f"{self.path} already has {len(foreign)} answer(s) for questions not in this run "
                 f"(question_id {format_ids([k[0] for k in foreign], 5)}): it belongs to another question file, "
                 f"chunk or prompt option. Pass another --answers-file, or --no-resume to overwrite it.")
+        extra = [(k, lines) for k, lines in self.done.items() if len(lines) > asked[k]]
+        if extra:
+            key, lines = extra[0]
+            raise ValueError(
+                f"{self.path}: question_id {key[0]!r} is answered {len(lines)} times (lines "
+                f"{', '.join(map(str, lines))}) but asked {asked[key]} time(s) in this run"
+                f"{f' ({len(extra) - 1} more such questions)' if len(extra) > 1 else ''}. "
+                f"Remove the extra lines, or run with --no-resume to answer everything again.")
+
+    def pending(self, items: Sequence[Item]) -> list[Item]:
+        """The items still to answer: for each question, those past the answers already written."""
+        used: dict[tuple, int] = {}
+        todo = []
+        for item in items:
+            used[item.key] = used.get(item.key, 0) + 1
+            if used[item.key] > len(self.done.get(item.key, ())):
+                todo.append(item)
+        return todo
 
     def write(self, record: dict) -> None:
         self._file.write(json.dumps(record) + "\n")
@@ -487,7 +515,7 @@ def run_items(items: Sequence[Item], loaded: LoadedModel, args: argparse.Namespa
     answers = AnswerFile(args.answers_file, resume=args.resume)
     try:
         answers.check_belongs_to(items)
-        todo = [item for item in items if item.key not in answers.done]
+        todo = answers.pending(items)
         if generate_fn is None:
             def generate_fn(batch, pixels, sizes):
                 return generate_texts(loaded.model, loaded.tokenizer, [i.prompt for i in batch], pixels, sizes,

@@ -23,8 +23,13 @@ def test_merge_errors(tmp_path, jsonl):
     with pytest.raises(FileNotFoundError, match="2_1.jsonl"):
         merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "2"])
     jsonl(tmp_path / "2_1.jsonl", [answer(1, "again")])
-    with pytest.raises(ValueError, match=r"appear more than once: 1 \(.*2_0.jsonl and .*2_1.jsonl\)"):
+    with pytest.raises(ValueError, match=r"1 answer\(s\) appear in more than one chunk \(were the chunks written "
+                                         r"with different --num-chunks\?\): 1 prompt '' \(.*2_0.jsonl and .*2_1.jsonl\)"):
         merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "2"])
+    # one id with two questions (TextVQA's image ids, MME), or a repeated question line within a chunk
+    jsonl(tmp_path / "2_0.jsonl", [answer(1, "a", prompt="What?"), answer(1, "a", prompt="What?")])
+    jsonl(tmp_path / "2_1.jsonl", [answer(1, "b", prompt="Where?")])
+    assert merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "2"])["answers"] == 3
     (tmp_path / "2_1.jsonl").write_text('{"question_id": 2, "text": "x"}\n{oops\n')
     with pytest.raises(ValueError, match=r"2_1\.jsonl:2: not valid JSON"):
         merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "2"])

@@ -151,6 +151,54 @@ def test_resume_refuses_an_answer_file_of_other_questions(tmp_path, loaded, tiny
         model_vqa_loader.eval_model(_args(model_vqa_loader, tiny_checkpoint, image_folder, question_file, out), loaded)
 
 
+def test_repeated_question_ids_and_lines_are_answered_merged_and_resumed(tmp_path, loaded, tiny_checkpoint,
+                                                                        image_folder):
+    """TextVQA's question files use the image id as question_id, so ids repeat with other texts;
+    a whole line may repeat too. Every line is answered (as upstream), the chunks merge, and a
+    resumed run answers each repeat once more, no more."""
+    lines = [("img1", "a.png", "What is written?"), ("img1", "a.png", "What brand is it?"),
+             ("img2", "b.png", "What is written?"), ("img2", "b.png", "What is written?")]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": q, "image": im, "text": t}) + "\n" for q, im, t in lines))
+    for k in range(2):
+        model_vqa_loader.eval_model(_args(model_vqa_loader, tiny_checkpoint, image_folder, str(questions),
+                                          tmp_path / f"2_{k}.jsonl", "--num-chunks", "2", "--chunk-idx", str(k)),
+                                    loaded)
+    merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "2"])
+    merged = _read(tmp_path / "merge.jsonl")
+    assert [(a["question_id"], a["prompt"]) for a in merged] == [(q, t) for q, _, t in lines]
+
+    whole = tmp_path / "whole.jsonl"
+    whole.write_text("".join(json.dumps(a) + "\n" for a in merged[:3]))  # killed before the repeat was answered
+    args = _args(model_vqa_loader, tiny_checkpoint, image_folder, str(questions), whole)
+    assert model_vqa_loader.eval_model(args, loaded).generated == 1
+    assert [(a["question_id"], a["prompt"]) for a in _read(whole)] == [(q, t) for q, _, t in lines]
+    assert model_vqa_loader.eval_model(args, loaded).generated == 0
+    with open(whole, "a") as f:
+        f.write(json.dumps(merged[3]) + "\n")
+    with pytest.raises(ValueError, match=r"whole.jsonl: question_id 'img2' is answered 3 times \(lines 3, 4, 5\) "
+                                         r"but asked 2 time\(s\)"):
+        model_vqa_loader.eval_model(args, loaded)
+
+
+@pytest.mark.parametrize("image, message", [
+    (["a.png"], r"q.jsonl:2: question_id 7: 'image' must be one file name .*got \['a.png'\]"),
+    ("", r"q.jsonl:2: question_id 7: 'image' must be one file name"),
+    ("notes.txt", r"question_id 7: cannot read .*notes.txt: UnidentifiedImageError"),
+])
+def test_bad_image_entries_name_the_question(tmp_path, loaded, tiny_checkpoint, image_folder, image, message):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((Path(image_folder) / "a.png").read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question_id": 1, "image": "a.png", "text": "Hi?"}) + "\n"
+                         + json.dumps({"question_id": 7, "image": image, "text": "What?"}) + "\n")
+    with pytest.raises(ValueError, match=message):
+        model_vqa_loader.eval_model(_args(model_vqa_loader, tiny_checkpoint, str(folder), str(questions),
+                                          tmp_path / "answers.jsonl"), loaded)
+
+
 def test_get_chunk_splits_like_upstream():
     items = list(range(10))
     assert [get_chunk(items, 3, k) for k in range(3)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]

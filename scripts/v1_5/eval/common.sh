@@ -42,23 +42,8 @@ wait_chunks() {
 }
 
 # merge_chunks DIR OUTPUT: DIR/${CHUNKS}_k.jsonl joined in chunk order, checked (every chunk
-# present and parsable, no question id twice).
+# present and parsable, no answer in two chunks). An answer is its question id, round and prompt: ids alone
+# repeat in TextVQA (the image id), MME (two questions per image) and MMBench --all-rounds.
 merge_chunks() {
     python -m llava.eval.merge_answers --answers-dir "$1" --num-chunks "$CHUNKS" --output-file "$2"
-}
-
-# concat_chunks DIR OUTPUT: the same join without the repeated-id check, for benchmarks whose
-# question ids repeat (MME: one id per image, two questions; MMBench --all-rounds: one per round).
-concat_chunks() {
-    local idx chunk
-    : > "$2"
-    for idx in $(seq 0 $((CHUNKS - 1))); do
-        chunk="$1/${CHUNKS}_${idx}.jsonl"
-        if [ ! -f "$chunk" ]; then
-            echo "missing chunk file $chunk" >&2
-            exit 1
-        fi
-        cat "$chunk" >> "$2"
-    done
-    echo "joined $CHUNKS chunk(s) into $2"
 }

@@ -22,7 +22,7 @@ for IDX in $(seq 0 $((CHUNKS-1))); do
 done
 wait_chunks
 # --all-rounds writes one answer per option rotation under the same question id.
-concat_chunks "$ANSWERS" "$DIR/answers/$SPLIT/$CKPT.jsonl"
+merge_chunks "$ANSWERS" "$DIR/answers/$SPLIT/$CKPT.jsonl"
 
 python -m llava.eval.convert_mmbench_for_submission \
     --annotation-file "$DIR/$SPLIT.tsv" \

@@ -22,7 +22,7 @@ done
 wait_chunks
 # An MME question_id names the image, shared by its two questions: merge_answers would reject
 # that, so the chunks are joined as they are and convert_answer_to_mme checks (id, question).
-concat_chunks "$ANSWERS" "$DIR/answers/$CKPT.jsonl"
+merge_chunks "$ANSWERS" "$DIR/answers/$CKPT.jsonl"
 
 python -m llava.eval.convert_answer_to_mme --mme-dir "$DIR" --experiment "$CKPT"
 

@@ -55,6 +55,10 @@ def checkpoint_kind(model_path: str | os.PathLike, model_base: str | None = None
     if not folder.is_dir():
         raise FileNotFoundError(f"Model path {model_path} is not a local folder (nothing is downloaded)")
     if (folder / "adapter_config.json").is_file():
+        if model_base is None:
+            base = _adapter_base(folder)
+            raise ValueError(f"{model_path} holds a LoRA adapter (adapter_config.json); pass model_base, the "
+                             f"language model it was trained on" + (f" (the adapter names {base!r})" if base else ""))
         return "lora"
     if weights.has_full_weights(folder):
         return "full"
@@ -67,6 +71,14 @@ def checkpoint_kind(model_path: str | os.PathLike, model_base: str | None = None
         f"{model_path} has no weights: expected one of {list(weights.FULL_WEIGHT_FILES)}, "
         f"{list(weights.PROJECTOR_FILES)} or a LoRA adapter (adapter_config.json)"
     )
+
+
+def _adapter_base(folder: Path) -> str | None:
+    """``base_model_name_or_path`` of a LoRA adapter folder, for messages."""
+    try:
+        return json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _quantization(load_8bit: bool, load_4bit: bool, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
@@ -111,11 +123,14 @@ def load_pretrained_model(
     device = torch.device(device)
     dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or (
         torch.float16 if device.type == "cuda" else torch.float32)
-    if isinstance(dtype, str):
+    if isinstance(dtype, str) and dtype != "auto":  # "auto": the checkpoint's own dtype, as transformers reads it
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"dtype {dtype!r} is not a torch dtype (e.g. 'float16', 'bfloat16', 'float32', 'auto')")
         dtype = getattr(torch, dtype)
     attn = select_attn_implementation(device, kwargs.pop("attn_implementation", None) or
                                       ("flash_attention_2" if use_flash_attn else None))
-    quant = _quantization(load_8bit, load_4bit, dtype if dtype != torch.float32 or device.type == "cuda" else torch.float32)
+    compute_dtype = dtype if isinstance(dtype, torch.dtype) else torch.float16 if device.type == "cuda" else torch.float32
+    quant = _quantization(load_8bit, load_4bit, compute_dtype)
     load_kwargs = dict(dtype=dtype, attn_implementation=attn, local_files_only=True)
     if quant is not None:
         load_kwargs["quantization_config"] = quant
@@ -164,7 +179,13 @@ def load_pretrained_model(
 
     tower = model.get_vision_tower()
     if any(k.startswith("model.vision_tower.") for k in missing):
-        tower.load_model()  # the checkpoint does not carry the tower: read it from mm_vision_tower
+        # The checkpoint does not carry the tower: read it from mm_vision_tower, which must have weights
+        # (training accepts a config-only tower folder as a random tower; answering with one is a mistake).
+        if not tower.has_weights_on_disk:
+            raise FileNotFoundError(
+                f"{model_path} does not hold the vision tower's weights and its tower folder "
+                f"{tower.vision_tower_name} (mm_vision_tower) has no *.safetensors or pytorch_model*.bin")
+        tower.load_model()
     else:
         tower.is_loaded = True
     _add_image_tokens(tokenizer, model, config)

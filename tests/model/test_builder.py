@@ -120,7 +120,10 @@ def test_lora_checkpoint_is_detected_by_files_and_merged(tmp_path, reference, ll
     projector = {f"base_model.model.model.mm_projector.{k}": v
                  for k, v in peft_model.base_model.model.model.mm_projector.state_dict().items()}
     torch.save(projector, lora_dir / weights.NON_LORA_FILE)
-    assert checkpoint_kind(lora_dir) == "lora"
+    assert checkpoint_kind(lora_dir, str(base)) == "lora"
+    with pytest.raises(ValueError, match=r"some-folder-name holds a LoRA adapter \(adapter_config.json\); pass "
+                                         r"model_base"):
+        load_pretrained_model(str(lora_dir), None, None, device="cpu")
     tokenizer, model, _, _ = load_pretrained_model(str(lora_dir), str(base), None, device="cpu")
     pixels = torch.randn(1, 3, 56, 56)
     expected = _logits(peft_model, llama_tokenizer, pixels)
@@ -157,6 +160,42 @@ def test_missing_weights_and_tower_errors(tmp_path, llama_tokenizer):
 
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         CLIPVisionTower("openai/clip-vit-large-patch14-336-not-cached")
+
+
+def test_tower_folder_without_weights_is_an_error_not_a_random_tower(tmp_path, reference, llama_tokenizer, tower_dir):
+    """A checkpoint without the tower's weights reads them from mm_vision_tower; a folder there
+    with a config but no weights would silently give a random tower."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "ckpt"
+    reference.save_pretrained(folder)
+    _save_tokenizer(llama_tokenizer, folder)
+    state = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in state.items() if ".vision_tower." not in k}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    bare = tmp_path / "tower-config-only"
+    shutil.copytree(tower_dir, bare, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "mm_vision_tower": str(bare)}))
+    with pytest.raises(FileNotFoundError, match=r"does not hold the vision tower's weights and its tower folder "
+                                                r".*tower-config-only \(mm_vision_tower\) has no"):
+        load_pretrained_model(str(folder), None, None, device="cpu")
+    (folder / "config.json").write_text(json.dumps({**config, "mm_vision_tower": str(tower_dir)}))
+    tokenizer, model, _, _ = load_pretrained_model(str(folder), None, None, device="cpu")
+    pixels = torch.randn(1, 3, 56, 56)
+    torch.testing.assert_close(_logits(model, tokenizer, pixels), _logits(reference, llama_tokenizer, pixels))
+
+
+def test_dtype_auto_and_by_name(tmp_path, reference, llama_tokenizer):
+    folder = tmp_path / "ckpt"
+    reference.to(torch.bfloat16).save_pretrained(folder)
+    _save_tokenizer(llama_tokenizer, folder)
+    assert load_pretrained_model(str(folder), None, None, device="cpu", torch_dtype="auto")[1].dtype == torch.bfloat16
+    assert load_pretrained_model(str(folder), None, None, device="cpu", dtype="float32")[1].dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype 'fp16' is not a torch dtype"):
+        load_pretrained_model(str(folder), None, None, device="cpu", torch_dtype="fp16")
 
 
 def test_projector_shape_mismatch_names_the_key(reference):

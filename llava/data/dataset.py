@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.conversation import Conversation
 from llava.data.preprocess import Tokenized, preprocess, preprocess_multimodal
-from llava.data.validation import BadSample, sample_id
+from llava.data.validation import BadSample, has_image, sample_id
 from llava.mm_utils import process_images
 
 logger = logging.getLogger(__name__)
@@ -46,11 +46,23 @@ class TokenizationCheck:
         checked: samples tokenized.
         mismatched: ``(sample id or index, why)`` for samples whose labels could not be aligned.
         too_long: samples that cannot fit (bad samples, reason ``too_long``).
+        truncated: ``(sample id or index, answer tokens cut, answer tokens in all)`` for samples cut
+            to fit ``model_max_length`` that keep some of their answers.
+        length_checked: samples whose length was checked (all of them with ``check_all_lengths``).
     """
 
     checked: int = 0
     mismatched: list[tuple[str, str]] = field(default_factory=list)
     too_long: list[BadSample] = field(default_factory=list)
+    truncated: list[tuple[str, int, int]] = field(default_factory=list)
+    length_checked: int = 0
+
+    def truncation_message(self) -> str:
+        cut = sum(c for _, c, _ in self.truncated)
+        total = sum(t for _, _, t in self.truncated)
+        first = ", ".join(f"{sid!r} ({c} of {t})" for sid, c, t in self.truncated[:REPORT_IDS])
+        return (f"{len(self.truncated)} of {self.length_checked} length-checked samples are cut to fit "
+                f"model_max_length, losing {cut} of their {total} answer tokens; first: {first}")
 
     def mismatch_message(self) -> str:
         first = ", ".join(f"{sid!r} ({why})" for sid, why in self.mismatched[:REPORT_IDS])
@@ -103,12 +115,12 @@ class LazySupervisedDataset(Dataset):
     @property
     def lengths(self) -> list[int]:
         """Approximate length per sample: words plus visual tokens (as upstream, which adds 128)."""
-        return [self._word_count(s) + (self.num_image_tokens if "image" in s else 0) for s in self.samples]
+        return [self._word_count(s) + (self.num_image_tokens if has_image(s) else 0) for s in self.samples]
 
     @property
     def modality_lengths(self) -> list[int]:
         """Like ``lengths``, negative for text-only samples (for ``group_by_modality_length``)."""
-        return [self._word_count(s) + self.num_image_tokens if "image" in s else -max(1, self._word_count(s))
+        return [self._word_count(s) + self.num_image_tokens if has_image(s) else -max(1, self._word_count(s))
                 for s in self.samples]
 
     def describe(self, i: int) -> str:
@@ -146,7 +158,21 @@ class LazySupervisedDataset(Dataset):
                 f"{self.describe(i)} does not fit in model_max_length={self.model_max_length}: "
                 f"{len(result.input_ids) + extra} tokens with its {len(image_positions)} image(s), and cutting it to "
                 f"fit leaves no answer token")
-        return Tokenized(ids, labels, result.mismatch)
+        cut = sum(label != IGNORE_INDEX for label in result.labels[budget:])
+        return Tokenized(ids, labels, result.mismatch, cut_labels=cut)
+
+    def surely_fits(self, i: int) -> bool:
+        """A cheap bound: True when sample ``i`` fits in ``model_max_length`` whatever the
+        tokenizer does. A token covers at least one byte of the rendered text, so the text's
+        UTF-8 bytes, plus a margin per turn for the template's roles and separators and for a
+        tokenizer's added prefix, bound its token count."""
+        turns = self.samples[i]["conversations"]
+        text = sum(len(t["value"].encode("utf-8")) for t in turns)
+        template = len((self.conv.system or "").encode("utf-8")) + 16 + len(turns) * (
+            max(len(r.encode("utf-8")) for r in self.conv.roles) + len((self.conv.sep or "").encode("utf-8"))
+            + len((self.conv.sep2 or "").encode("utf-8")) + 8)
+        images = 1 if has_image(self.samples[i]) else 0
+        return text + template + images * self.num_image_tokens <= self.model_max_length
 
     def image_path(self, i: int) -> str:
         return os.path.join(self.image_folder or "", self.samples[i]["image"])
@@ -167,6 +193,9 @@ class LazySupervisedDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         tokens = self.tokenize(i)
+        if tokens.cut_labels:
+            logger.warning("%s is cut to fit model_max_length=%d: %d of its answer tokens are not trained on",
+                           self.describe(i), self.model_max_length, tokens.cut_labels)
         if tokens.mismatch is not None:
             logger.warning("Tokenization mismatch in %s: %s; its labels are all ignored and it is counted",
                            self.describe(i), tokens.mismatch)
@@ -176,7 +205,7 @@ class LazySupervisedDataset(Dataset):
             "id": sample_id(self.samples[i]) or f"index-{self.indices[i]}",
             "tokenization_mismatch": tokens.mismatch is not None,
         }
-        if "image" in self.samples[i]:
+        if has_image(self.samples[i]):
             if not self.is_multimodal:
                 raise ValueError(f"{self.describe(i)} has an image but the model has no vision tower "
                                  f"(pass --vision_tower)")
@@ -192,19 +221,33 @@ class LazySupervisedDataset(Dataset):
         return (3, crop["height"], crop["width"])
 
 
-def check_tokenization(dataset: LazySupervisedDataset, max_samples: int = -1) -> TokenizationCheck:
+def check_tokenization(dataset: LazySupervisedDataset, max_samples: int = -1,
+                       check_all_lengths: bool = False) -> TokenizationCheck:
     """Tokenizes the text of the first ``max_samples`` samples (all if negative), collecting
-    mismatches and samples that cannot fit."""
+    mismatches, samples that cannot fit and samples cut to fit.
+
+    Args:
+        check_all_lengths: also check the length of every later sample: those that
+            :meth:`LazySupervisedDataset.surely_fits` cannot clear are tokenized (so a sample that
+            cannot fit is found now, not when training reaches it).
+    """
     result = TokenizationCheck()
     count = len(dataset) if max_samples < 0 else min(max_samples, len(dataset))
-    for i in range(count):
+    for i in range(len(dataset) if check_all_lengths else count):
+        if i >= count and dataset.surely_fits(i):
+            result.length_checked += 1
+            continue
+        name = sample_id(dataset.samples[i]) or f"index-{dataset.indices[i]}"
         try:
             tokens = dataset.tokenize(i)
         except SampleTooLongError as err:
             result.too_long.append(BadSample(dataset.indices[i], sample_id(dataset.samples[i]), "too_long", str(err)))
         else:
-            if tokens.mismatch is not None:
-                result.mismatched.append((sample_id(dataset.samples[i]) or f"index-{dataset.indices[i]}",
-                                          tokens.mismatch))
-        result.checked += 1
+            if tokens.cut_labels:
+                result.truncated.append((name, tokens.cut_labels, tokens.cut_labels + sum(
+                    label != IGNORE_INDEX for label in tokens.labels)))
+            if tokens.mismatch is not None and i < count:
+                result.mismatched.append((name, tokens.mismatch))
+        result.length_checked += 1
+        result.checked += i < count
     return result

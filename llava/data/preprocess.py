@@ -20,6 +20,7 @@ it and reports it, never hides it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from llava.constants import (
@@ -30,6 +31,8 @@ from llava.constants import (
     IMAGE_TOKEN_INDEX,
 )
 from llava.conversation import Conversation, SeparatorStyle, conv_templates
+
+logger = logging.getLogger(__name__)
 
 # Templates whose prompt for the first k messages is a prefix of the prompt for all of them.
 INCREMENTAL_STYLES = (SeparatorStyle.SINGLE, SeparatorStyle.TWO, SeparatorStyle.MPT, SeparatorStyle.CHATML)
@@ -45,11 +48,13 @@ class Tokenized:
         input_ids: ids with one ``IMAGE_TOKEN_INDEX`` per image.
         labels: same length; ``IGNORE_INDEX`` where the model is not trained.
         mismatch: ``None``, or why the labels could not be aligned (then every label is ignored).
+        cut_labels: answer tokens cut off to fit ``model_max_length`` (0 when nothing was cut).
     """
 
     input_ids: list[int]
     labels: list[int]
     mismatch: str | None = None
+    cut_labels: int = 0
 
 
 def conversation_template(version: str) -> Conversation:
@@ -58,6 +63,9 @@ def conversation_template(version: str) -> Conversation:
     Raises:
         ValueError: the template cannot be used for training (it is not incremental).
     """
+    if version not in conv_templates:
+        logger.warning("--version %r names no conversation template; training with vicuna_v1, as upstream does. "
+                       "Known: %s", version, ", ".join(sorted(conv_templates)))
     conv = conv_templates.get(version, conv_templates["vicuna_v1"])
     if conv.sep_style != SeparatorStyle.PLAIN and conv.sep_style not in INCREMENTAL_STYLES:
         raise ValueError(f"--version {version!r} ({conv.sep_style.name} separators) is not supported for training; "
@@ -68,8 +76,8 @@ def conversation_template(version: str) -> Conversation:
 def conv_mode_for_version(version: str) -> str | None:
     """The ``conv_mode`` recorded in the config for inference: ``v1`` -> ``vicuna_v1``; ``plain``
     (a pretraining format, not a chat template) -> ``None`` (keep whatever is there)."""
-    conv = conv_templates.get(version)
-    if conv is None or conv.sep_style == SeparatorStyle.PLAIN:
+    conv = conv_templates.get(version, conv_templates["vicuna_v1"])  # the template training falls back to
+    if conv.sep_style == SeparatorStyle.PLAIN:
         return None
     if conv is conv_templates["vicuna_v1"]:
         return "vicuna_v1"

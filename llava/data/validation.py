@@ -42,6 +42,7 @@ REASONS: dict[str, str] = {
     "not_an_object": "sample is not a JSON object",
     "no_conversations": "no 'conversations' list",
     "bad_conversations": "malformed 'conversations'",
+    "empty_turn": "a turn with an empty 'value'",
     "image_tag_without_image": "<image> tag but no 'image'",
     "image_without_image_tag": "'image' but no <image> tag",
     "bad_image_tags": "wrong number or place of <image> tags",
@@ -191,6 +192,11 @@ def load_records(data_path: str | os.PathLike) -> tuple[list[tuple[int, int | No
 # ------------------------------------------------------------------------------------ checks
 
 
+def has_image(sample: dict) -> bool:
+    """Whether a sample has an image; ``"image": null`` is a text-only sample."""
+    return sample.get("image") is not None
+
+
 def sample_id(obj: Any) -> str | None:
     if isinstance(obj, dict) and obj.get("id") is not None:
         return str(obj["id"])
@@ -210,6 +216,11 @@ def _structure_problem(obj: Any, plain: bool) -> tuple[str, str] | None:
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str) or turn.get("from") not in ROLES:
             return "bad_conversations", (f"turn {j} must be {{'from': 'human'|'gpt', 'value': str}}, "
                                          f"got {turn!r:.80}")
+    for j, turn in enumerate(turns):
+        if not turn["value"].strip():
+            # A template renders an empty message as "the model answers next", so the text and its
+            # labels would no longer line up.
+            return "empty_turn", f"turn {j} ({turn['from']}) has an empty 'value'"
     # Upstream drops a leading gpt turn, then expects human/gpt alternating.
     body = turns[1:] if turns[0]["from"] != "human" else turns
     for j, turn in enumerate(body):

@@ -70,6 +70,8 @@ class LlavaMetaModel:
                     "mm_delta_init_gain"):
             if getattr(model_args, key, None) is not None:
                 setattr(config, key, getattr(model_args, key))
+        if config.mm_patch_merge_type != "flat":  # as at load time, so no run trains what cannot be loaded
+            raise ValueError(f"mm_patch_merge_type {config.mm_patch_merge_type!r} is not supported; use 'flat'")
         tower = self.get_vision_tower()
         if tower is None or tower.vision_tower_name != config.mm_vision_tower:
             tower = build_vision_tower(config, extra_layers=_projector_layers(config))
@@ -251,6 +253,9 @@ class LlavaMetaForCausalLM:
             # New rows start at the mean of the existing ones, as upstream does.
             inp[-added:] = inp[:-added].mean(dim=0, keepdim=True)
             out[-added:] = out[:-added].mean(dim=0, keepdim=True)
-            if model_args.tune_mm_mlp_adapter:
+            # Stage 1 learns the start/end rows with the projector; the checkpoint saver keeps
+            # ``embed_tokens`` only then. An ``<im_patch>`` row alone is never read (images
+            # replace the placeholder), so the embeddings stay frozen for it.
+            if model_args.tune_mm_mlp_adapter and model_args.mm_use_im_start_end:
                 self.get_input_embeddings().requires_grad_(True)
                 self.get_output_embeddings().requires_grad_(False)

@@ -70,7 +70,13 @@ def load_projector_weights(projector: nn.Module, state_dict: dict[str, torch.Ten
     expected = projector.state_dict()
     convert = getattr(type(projector), "convert_released_state_dict", None)
     if set(weights) != set(expected) and convert is not None:
-        weights = convert(weights)
+        try:
+            weights = convert(weights)
+        except ValueError as err:  # not released names either: most likely another projector type's file
+            raise ValueError(
+                f"Projector weights in {source} do not fit mm_projector_type {projector_type!r}: their keys "
+                f"{sorted(weights)[:8]}{' ...' if len(weights) > 8 else ''} are neither this projector's nor its "
+                f"released names ({err}). Was the file trained with another --mm_projector_type?") from err
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or unexpected:
         raise ValueError(

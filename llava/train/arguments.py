@@ -53,9 +53,16 @@ class DataArguments:
         default=False, metadata={"help": "train on the good samples and report the bad ones (default: stop)"})
     check_images: bool = field(default=True, metadata={"help": "open every image before training (else: exists)"})
     tokenization_check_samples: int = field(
-        default=2000, metadata={"help": "samples tokenized before training (-1: all); the rest are checked as used"})
+        default=2000, metadata={"help": "samples tokenized before training (-1: all); the rest are checked as used, "
+                                        "but with --skip_bad_samples every sample's length is checked before"})
     max_tokenization_mismatch_ratio: float = field(
         default=0.001, metadata={"help": "share of samples whose labels may fail to align before the run stops"})
+
+    def __post_init__(self):
+        # Upstream centre-crops for any value but "pad" and records the value, typo included.
+        if self.image_aspect_ratio not in ("square", "pad"):
+            raise ValueError(f"--image_aspect_ratio must be 'pad' or 'square' (LLaVA-1.5's two), got "
+                             f"{self.image_aspect_ratio!r}")
 
 
 @dataclass

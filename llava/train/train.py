@@ -314,7 +314,7 @@ def _report_file(training_args: TrainingArguments, name: str) -> str:
 
 
 def check_data(data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments, conv):
-    """Step 2: reads and checks the data file; returns the usable ``(index, sample)`` pairs."""
+    """Step 2: reads and checks the data file; returns the usable ``(index, sample)`` pairs and the report."""
     if not data_args.data_path:
         raise ValueError("--data_path is required")
     good, report = check_data_file(data_args.data_path, data_args.image_folder,
@@ -329,23 +329,37 @@ def check_data(data_args: DataArguments, model_args: ModelArguments, training_ar
     if not good:
         raise ValueError(f"No usable sample in {data_args.data_path}")
     logger.info("Data check: %d usable samples (%d with an image) in %s", len(good), with_images, data_args.data_path)
-    return good
+    return good, report
 
 
-def check_samples_tokenize(data_module: dict, data_args: DataArguments, training_args: TrainingArguments) -> None:
+def check_samples_tokenize(data_module: dict, data_args: DataArguments, training_args: TrainingArguments,
+                           data_report: DataCheckReport | None = None) -> None:
     """Step 4: tokenizes the first samples; drops (or reports) over-long ones, stops on mismatches."""
     dataset: LazySupervisedDataset = data_module["train_dataset"]
-    check = check_tokenization(dataset, data_args.tokenization_check_samples)
+    # With --skip_bad_samples every sample's length is checked now, so that one which cannot fit is
+    # skipped and counted instead of stopping the run when training reaches it.
+    check = check_tokenization(dataset, data_args.tokenization_check_samples,
+                               check_all_lengths=data_args.skip_bad_samples)
     if check.too_long:
-        report = DataCheckReport(data_args.data_path, num_samples=check.checked, bad=check.too_long)
+        # One report file per run: the samples the data check found, and these.
+        earlier = data_report
+        report = DataCheckReport(data_args.data_path, num_samples=earlier.num_samples if earlier else len(dataset),
+                                 bad=sorted([*(earlier.bad if earlier else []), *check.too_long],
+                                            key=lambda b: -1 if b.index is None else b.index))
         report_file = None
         if _is_main(training_args):
             report_file = report.write(_report_file(training_args, "data_check_report.json"))
-        enforce_report(report, data_args.skip_bad_samples, report_file=report_file, log=logger)
+        enforce_report(DataCheckReport(data_args.data_path, num_samples=len(dataset), bad=check.too_long),
+                       data_args.skip_bad_samples, report_file=report_file, log=logger)
         drop = {b.index for b in check.too_long}
         keep = [j for j, index in enumerate(dataset.indices) if index not in drop]
         dataset.samples = [dataset.samples[j] for j in keep]
         dataset.indices = [dataset.indices[j] for j in keep]
+        if not dataset.samples:
+            raise ValueError(f"No usable sample in {data_args.data_path}: every sample left after the data check "
+                             f"is too long for model_max_length (see {report_file or 'the log'})")
+    if check.truncated:
+        logger.warning("%s. Raise --model_max_length to train on all of them.", check.truncation_message())
     if check.mismatched:
         ratio = len(check.mismatched) / max(1, check.checked)
         message = (f"{check.mismatch_message()}. Their labels cannot be aligned with the replies; check that "
@@ -355,8 +369,9 @@ def check_samples_tokenize(data_module: dict, data_args: DataArguments, training
                              f"--max_tokenization_mismatch_ratio {data_args.max_tokenization_mismatch_ratio}.")
         logger.warning("%s They are not trained on (%.3f%%, allowed %s).", message, 100 * ratio,
                        data_args.max_tokenization_mismatch_ratio)
-    logger.info("Tokenization check: %d samples tokenized, %d mismatched, %d too long", check.checked,
-                len(check.mismatched), len(check.too_long))
+    logger.info("Tokenization check: %d samples tokenized, %d mismatched; lengths of %d checked: %d too long, "
+                "%d cut to fit", check.checked, len(check.mismatched), check.length_checked, len(check.too_long),
+                len(check.truncated))
 
 
 # ------------------------------------------------------------------------------------ run
@@ -397,7 +412,7 @@ def train(attn_implementation: str | None = None, *, argv: list[str] | None = No
     _setup_logging(training_args)
     _init_distributed(training_args)
     conv = conversation_template(model_args.version)
-    samples = check_data(data_args, model_args, training_args, conv)
+    samples, data_report = check_data(data_args, model_args, training_args, conv)
     # The new projector's initial weights come from the global RNG: seed it before building.
     transformers.set_seed(training_args.seed)
 
@@ -417,7 +432,7 @@ def train(attn_implementation: str | None = None, *, argv: list[str] | None = No
         tokenizer, data_args, samples=samples, conv=conv, num_image_tokens=num_image_tokens,
         model_max_length=training_args.model_max_length, image_processor=image_processor,
         mm_use_im_start_end=model_args.mm_use_im_start_end, version=model_args.version)
-    check_samples_tokenize(data_module, data_args, training_args)
+    check_samples_tokenize(data_module, data_args, training_args, data_report)
 
     ds_config = getattr(training_args, "hf_deepspeed_config", None)
     if ds_config is not None and "optimizer" in ds_config.config and (

@@ -205,6 +205,17 @@ def test_projector_shape_mismatch_names_the_key(reference):
         weights.load_projector_weights(reference.get_model().mm_projector, wrong, "mlp2x_gelu", source="x.bin")
 
 
+def test_another_projector_types_file_is_named_as_such(reference, tower_dir, llama_tokenizer):
+    """An mlp2x_gelu adapter given to a delta model: the error names the file and the type, not
+    only delta's released-name conversion that failed on the way."""
+    delta = tiny_llava_model(tiny_llava_config(tower_dir, llama_tokenizer, projector="delta", mm_delta_depth=0))
+    mlp = {f"model.mm_projector.{k}": v for k, v in reference.get_model().mm_projector.state_dict().items()}
+    with pytest.raises(ValueError, match=r"Projector weights in stage1/mm_projector.bin do not fit mm_projector_type "
+                                         r"'delta': their keys \['0.bias', '0.weight'.*another "
+                                         r"--mm_projector_type\?"):
+        weights.load_projector_weights(delta.get_model().mm_projector, mlp, "delta", source="stage1/mm_projector.bin")
+
+
 def test_attention_backend_choice():
     assert select_attn_implementation("cpu") == "sdpa"
     with pytest.raises(ImportError, match="flash"):

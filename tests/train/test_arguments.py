@@ -119,6 +119,7 @@ def test_aliases_and_upstream_defaults(tmp_path):
     (["--bits", "3"], "--bits"),
     (["--warmup_ratio", "0.1", "--warmup_steps", "5"], "not both"),
     (["--lora_bias", "some"], "lora_bias"),
+    (["--image_aspect_ratio", "padd"], r"--image_aspect_ratio must be 'pad' or 'square' .*got 'padd'"),
 ])
 def test_invalid_values_are_named(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):

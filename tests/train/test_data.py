@@ -87,6 +87,14 @@ def test_conv_mode_recorded_for_inference():
         conversation_template("llama_2")
 
 
+def test_unknown_version_trains_with_vicuna_v1_and_says_so(caplog):
+    """Upstream falls back to vicuna_v1 without a word; here the fallback is logged and recorded."""
+    with caplog.at_level("WARNING", logger="llava.data.preprocess"):
+        assert conversation_template("vicuna-v1") is conversation_template("vicuna_v1")
+    assert "--version 'vicuna-v1' names no conversation template; training with vicuna_v1" in caplog.text
+    assert conv_mode_for_version("vicuna-v1") == "vicuna_v1"
+
+
 def test_tokenization_mismatch_is_reported_not_hidden(llama_tokenizer_dir):
     """A token spanning "ASSISTANT:" and the reply cannot be labelled: the sample is flagged."""
     tokenizer = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
@@ -141,6 +149,47 @@ def test_a_sample_that_cannot_fit_names_itself(llama_tok):
         dataset.tokenize(0)
     check = check_tokenization(dataset)
     assert [b.sample_id for b in check.too_long] == ["no-answer"] and check.too_long[0].reason == "too_long"
+
+
+def test_null_image_is_a_text_only_sample(llama_tok):
+    sample = {**_image_sample("null"), "image": None}
+    sample["conversations"][0]["value"] = sample["conversations"][0]["value"].replace("<image>\n", "")
+    dataset = LazySupervisedDataset([sample], llama_tok, conv_templates["vicuna_v1"], num_image_tokens=16,
+                                    model_max_length=512, image_processor=object())
+    item = dataset[0]
+    assert "image" not in item and IMAGE_TOKEN_INDEX not in item["input_ids"].tolist()
+    assert dataset.modality_lengths[0] < 0 and dataset.lengths[0] == dataset._word_count(sample)
+
+
+def test_cut_answers_are_counted_and_the_length_bound_holds(llama_tok, caplog):
+    """Samples cut to fit keep some answers: the check counts the answer tokens lost. The byte
+    bound that lets the full length check skip tokenizing never clears a sample that does not fit."""
+    conv = conv_templates["vicuna_v1"]
+    samples = [_image_sample(f"s{n}", question_words=3, answer_words=n) for n in (2, 10, 300, 600)]
+    dataset = LazySupervisedDataset(samples, llama_tok, conv, num_image_tokens=16, model_max_length=320,
+                                    image_processor=object())
+    full = [preprocess(preprocess_multimodal(s["conversations"], mm_use_im_start_end=False), llama_tok, conv)
+            for s in samples]
+    needed = [len(f.input_ids) + 15 for f in full]
+    assert needed[1] <= 320 < needed[2]
+    for i, n in enumerate(needed):
+        assert not dataset.surely_fits(i) or n <= 320
+    assert dataset.surely_fits(0) and not dataset.surely_fits(3)
+
+    check = check_tokenization(dataset, max_samples=1, check_all_lengths=True)
+    assert check.checked == 1 and check.length_checked == 4
+    answers = [sum(label != IGNORE_INDEX for label in f.labels) for f in full]
+    kept = [sum(label != IGNORE_INDEX for label in dataset.tokenize(i).labels) for i in (2, 3)]
+    assert check.truncated == [("s300", answers[2] - kept[0], answers[2]), ("s600", answers[3] - kept[1], answers[3])]
+    assert check.truncation_message().startswith("2 of 4 length-checked samples are cut to fit model_max_length")
+    assert check_tokenization(dataset, max_samples=1).length_checked == 1  # without: only the first
+    text_only = {"id": "long-text", "conversations": [{"from": "human", "value": "cat"},
+                                                      {"from": "gpt", "value": " ".join(["dog"] * 80)}]}
+    dataset = LazySupervisedDataset([text_only], llama_tok, conv, num_image_tokens=16, model_max_length=200,
+                                    image_processor=object(), indices=[5])
+    with caplog.at_level("WARNING", logger="llava.data.dataset"):
+        assert len(dataset[0]["input_ids"]) == 200
+    assert "sample 'long-text' (index 5) is cut to fit model_max_length=200" in caplog.text
 
 
 def test_collator_pads_and_gives_text_only_samples_a_placeholder(llama_tok):
@@ -239,20 +288,25 @@ def test_every_bad_sample_is_listed_with_its_id(tmp_path, image_folder):
         _good("missing-file", "nowhere.png"),
         _good("broken-file", "broken.png"),
         {"id": "bad-roles", "conversations": [{"from": "human", "value": "Q?"}, {"from": "human", "value": "Q?"}]},
+        {"id": "empty-reply", "image": "ok.png", "conversations": [{"from": "human", "value": "<image>\nQ?"},
+                                                                   {"from": "gpt", "value": ""}]},
         _good("text-only"),
+        {**_good("image-null"), "image": None},
     ]
     path = tmp_path / "data.json"
     path.write_text(json.dumps(samples))
     good, report = check_data_file(path, str(image_folder))
-    assert [s["id"] for _, s in good] == ["fine", "text-only"]
+    assert [s["id"] for _, s in good] == ["fine", "text-only", "image-null"]
     reasons = {b.sample_id: b.reason for b in report.bad}
     assert reasons == {"no-conv": "no_conversations", "tag-no-image": "image_tag_without_image",
                        "image-no-tag": "image_without_image_tag", "missing-file": "missing_image",
-                       "broken-file": "unreadable_image", "bad-roles": "bad_conversations"}
+                       "broken-file": "unreadable_image", "bad-roles": "bad_conversations",
+                       "empty-reply": "empty_turn"}
     with pytest.raises(ValueError) as err:
         enforce_report(report, skip_bad_samples=False)
     message = str(err.value)
-    assert "6 of 8 samples" in message and "--skip_bad_samples" in message
+    assert "7 of 10 samples" in message and "--skip_bad_samples" in message
+    assert "turn 1 (gpt) has an empty 'value'" in message
     for sid in reasons:
         assert f"sample {sid!r}" in message
     assert str(image_folder / "nowhere.png") in message and str(image_folder / "broken.png") in message

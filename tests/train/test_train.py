@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, TrainerCallback
 from llava.mm_utils import tokenizer_image_token
 from llava.model import LlavaLlamaForCausalLM
 from llava.model.builder import load_pretrained_model
+from llava.data.dataset import SampleTooLongError
 from llava.train.train import train
 from tests.train.conftest import common_args, make_base_llm, write_json
 
@@ -270,6 +271,57 @@ def test_bad_samples_stop_the_run_before_the_model_loads(tmp_path, llama_base, t
     trainer = train(argv=common_args(out, llama_base, train_tower, data, tiny_data["image_folder"], version="v1",
                                      mm_projector_type="mlp2x_gelu", skip_bad_samples=True, max_steps=1))
     assert len(trainer.train_dataset) == len(samples) - 2
+
+
+def test_skip_bad_samples_checks_every_length_and_keeps_one_report(tmp_path, llama_base, train_tower, tiny_data):
+    """A sample too long for model_max_length past the tokenization check's first samples: with
+    --skip_bad_samples it is found before training, skipped and listed with the data check's own
+    finds in one report; without it, the run stops when training reaches it, naming it."""
+    samples = [s for s in json.loads(Path(tiny_data["stage2"]).read_text()) if s.get("image")]
+    samples[0] = {**samples[0], "image": "stage2/does-not-exist.png"}
+    samples.append({"id": "huge-late", "image": samples[1]["image"], "conversations": [
+        {"from": "human", "value": "<image>\n" + " ".join(["word"] * 400)}, {"from": "gpt", "value": "ok"}]})
+    data = write_json(tmp_path / "data.json", samples)
+    out = tmp_path / "skip"
+    trainer = train(argv=common_args(out, llama_base, train_tower, data, tiny_data["image_folder"], version="v1",
+                                     mm_projector_type="mlp2x_gelu", skip_bad_samples=True,
+                                     tokenization_check_samples=2, max_steps=1))
+    assert len(trainer.train_dataset) == len(samples) - 2
+    report = json.loads((out / "data_check_report.json").read_text())
+    assert report["counts"] == {"missing_image": 1, "too_long": 1} and report["num_samples"] == len(samples)
+    assert [b["sample_id"] for b in report["bad"]] == [samples[0]["id"], "huge-late"]
+
+    samples[0] = samples[1]
+    data = write_json(tmp_path / "data2.json", samples)
+    with pytest.raises(SampleTooLongError, match=r"sample 'huge-late' \(index \d+\) does not fit"):
+        train(argv=common_args(tmp_path / "stop", llama_base, train_tower, data, tiny_data["image_folder"],
+                               version="v1", mm_projector_type="mlp2x_gelu", tokenization_check_samples=2,
+                               per_device_train_batch_size=len(samples), max_steps=1))
+
+
+@pytest.mark.parametrize("start_end", [False, True])
+def test_stage1_trains_the_embeddings_only_for_start_end_tokens(tmp_path, llama_base, train_tower, tiny_data,
+                                                               start_end):
+    """Upstream's default --mm_use_im_patch_token True adds a token nobody reads: the embeddings
+    stay frozen. With --mm_use_im_start_end they train with the projector and are saved with it."""
+    out = tmp_path / "stage1"
+    trainer = train(argv=common_args(out, llama_base, train_tower, tiny_data["stage1"], tiny_data["image_folder"],
+                                     version="plain", tune_mm_mlp_adapter=True, mm_projector_type="mlp2x_gelu",
+                                     mm_use_im_patch_token=True, mm_use_im_start_end=start_end, max_steps=2))
+    trainable = sorted({n.split(".")[1] for n, p in trainer.model.named_parameters() if p.requires_grad})
+    assert trainable == (["embed_tokens", "mm_projector"] if start_end else ["mm_projector"])
+    base = load_file(Path(llama_base) / "model.safetensors")["model.embed_tokens.weight"]
+    embed = trainer.model.get_model().embed_tokens.weight
+    assert torch.equal(embed[:len(base)], base) is not start_end
+    saved = load_file(out / "mm_projector.safetensors")
+    assert ("model.embed_tokens.weight" in saved) is start_end
+
+
+def test_unsupported_patch_merge_type_stops_before_training(tmp_path, llama_base, train_tower, tiny_data):
+    with pytest.raises(ValueError, match="mm_patch_merge_type 'spatial_unpad' is not supported; use 'flat'"):
+        train(argv=common_args(tmp_path / "out", llama_base, train_tower, tiny_data["stage1"],
+                               tiny_data["image_folder"], version="plain", tune_mm_mlp_adapter=True,
+                               mm_patch_merge_type="spatial_unpad", max_steps=1))
 
 
 def test_invalid_json_names_file_and_position(tmp_path, train_tower):

@@ -167,8 +167,14 @@ def load_pretrained_model(
             weights.load_projector_weights(model.get_model().mm_projector, projector_weights,
                                            config.mm_projector_type, source=model_path)
     else:
+        # The config counts the tokens the run added (<im_start>, ...); the base has its own vocabulary,
+        # and _add_image_tokens grows it below.
+        base_vocab = read_config_dict(model_base).get("vocab_size")
+        base_config = config
+        if base_vocab and base_vocab != config.vocab_size:
+            base_config = llava_config_from_dict({**config.to_dict(), "vocab_size": base_vocab})
         model, info = LlavaLlamaForCausalLM.from_pretrained(
-            model_base, config=config, output_loading_info=True, **load_kwargs)
+            model_base, config=base_config, output_loading_info=True, **load_kwargs)
         missing = set(info["missing_keys"])
         if kind == "projector":
             weights.load_projector_weights(model.get_model().mm_projector, weights.read_state_dict(model_path),
@@ -188,7 +194,12 @@ def load_pretrained_model(
         tower.load_model()
     else:
         tower.is_loaded = True
-    _add_image_tokens(tokenizer, model, config)
+    added = _add_image_tokens(tokenizer, model, config)
+    if kind == "projector" and config.mm_use_im_start_end and added:
+        # Stage 1 trained the <im_start>/<im_end> rows and saved them with the projector.
+        source = str(next(Path(model_path, n) for n in weights.PROJECTOR_FILES if Path(model_path, n).is_file()))
+        weights.copy_new_token_rows(model.get_input_embeddings().weight.data, weights.read_state_dict(source),
+                                    added, source)
     return _finish(tokenizer, model, tower.image_processor, device, quant)
 
 
@@ -215,14 +226,17 @@ def _apply_lora(model, model_path: str, config: LlavaConfig):
     return model.merge_and_unload()
 
 
-def _add_image_tokens(tokenizer, model, config: LlavaConfig) -> None:
+def _add_image_tokens(tokenizer, model, config: LlavaConfig) -> int:
+    """Adds the config's image tokens the tokenizer lacks; returns how many were added."""
     added = []
     if config.mm_use_im_patch_token:
         added.append(DEFAULT_IMAGE_PATCH_TOKEN)
     if config.mm_use_im_start_end:
         added += [DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]
-    if added and tokenizer.add_tokens(added, special_tokens=True):
+    count = tokenizer.add_tokens(added, special_tokens=True) if added else 0
+    if count or len(tokenizer) > model.get_input_embeddings().weight.shape[0]:  # grow only: keep padded vocabularies
         model.resize_token_embeddings(len(tokenizer))
+    return count
 
 
 def _finish(tokenizer, model, image_processor, device: torch.device, quant):

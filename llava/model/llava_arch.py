@@ -3,6 +3,8 @@ splice visual tokens into the text sequence. This is the only module that splice
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -18,6 +20,7 @@ from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_projector.builder import build_vision_projector, projector_class
 from llava.model.multimodal_projector.registry import OwnInit
 
+logger = logging.getLogger(__name__)
 
 def _projector_layers(config) -> tuple[int, ...]:
     return projector_class(config.mm_projector_type).vision_layers(config)
@@ -241,7 +244,10 @@ class LlavaMetaForCausalLM:
         )
 
     def initialize_vision_tokenizer(self, model_args, tokenizer) -> None:
-        """Adds ``<im_patch>`` / ``<im_start>``/``<im_end>`` tokens when the arguments ask for them."""
+        """Adds ``<im_patch>`` / ``<im_start>``/``<im_end>`` tokens when the arguments ask for them;
+        with ``pretrain_mm_mlp_adapter``, the start/end rows stage 1 trained come from that file."""
+        from llava.model import weights  # local: weights imports the projector registry too
+
         added = 0
         if model_args.mm_use_im_patch_token:
             added += tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)
@@ -259,3 +265,8 @@ class LlavaMetaForCausalLM:
             if model_args.tune_mm_mlp_adapter and model_args.mm_use_im_start_end:
                 self.get_input_embeddings().requires_grad_(True)
                 self.get_output_embeddings().requires_grad_(False)
+            adapter = getattr(model_args, "pretrain_mm_mlp_adapter", None)
+            if adapter and model_args.mm_use_im_start_end:
+                if not weights.copy_new_token_rows(inp, weights.read_state_dict(adapter), added, adapter):
+                    logger.warning("%s has no %s: the %d new token rows start at the mean embedding", adapter,
+                                   weights.EMBED_KEY, added)

@@ -49,6 +49,35 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
+EMBED_KEY = "model.embed_tokens.weight"
+
+
+def copy_new_token_rows(embeddings: torch.Tensor, state_dict: dict[str, torch.Tensor], num_new: int,
+                        source: str) -> bool:
+    """Copies the rows of the ``num_new`` added tokens (``<im_start>``/``<im_end>``...) that stage 1
+    trained, from a projector file's ``model.embed_tokens.weight``, into ``embeddings`` (upstream's
+    rule: the whole matrix, or only the new rows).
+
+    Returns:
+        False when the file has no embedding rows (a stage 1 without ``mm_use_im_start_end``).
+    Raises:
+        ValueError: the saved matrix fits neither form; names ``source``.
+    """
+    saved = state_dict.get(EMBED_KEY)
+    if saved is None:
+        return False
+    if saved.shape == embeddings.shape:
+        rows = saved[-num_new:]
+    elif saved.shape[0] == num_new and saved.shape[1:] == embeddings.shape[1:]:
+        rows = saved
+    else:
+        raise ValueError(f"{EMBED_KEY} in {source} has shape {tuple(saved.shape)}; expected "
+                         f"{tuple(embeddings.shape)} or the {num_new} new rows only")
+    with torch.no_grad():
+        embeddings[-num_new:] = rows.to(device=embeddings.device, dtype=embeddings.dtype)
+    return True
+
+
 def projector_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keeps keys containing ``mm_projector.`` and strips everything up to it (upstream's rule)."""
     marker = "mm_projector."

@@ -315,6 +315,25 @@ def test_stage1_trains_the_embeddings_only_for_start_end_tokens(tmp_path, llama_
     assert torch.equal(embed[:len(base)], base) is not start_end
     saved = load_file(out / "mm_projector.safetensors")
     assert ("model.embed_tokens.weight" in saved) is start_end
+    if not start_end:
+        return
+    # The trained <im_start>/<im_end> rows reach inference (on the base) and stage 2.
+    trained = embed[-2:].detach().clone()
+    assert not torch.equal(trained, embed[:len(base)].mean(0, keepdim=True).expand(2, -1))
+    _, model, _, _ = load_pretrained_model(str(out), llama_base, None, device="cpu")
+    torch.testing.assert_close(model.get_input_embeddings().weight[-2:], trained)
+    torch.testing.assert_close(model.get_input_embeddings().weight[:len(base)], base)
+
+    class EmbeddingsAtStart(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.rows = model.get_input_embeddings().weight[-2:].detach().clone()
+
+    start = EmbeddingsAtStart()
+    train(argv=common_args(tmp_path / "stage2", llama_base, train_tower, tiny_data["stage2"],
+                           tiny_data["image_folder"], version="v1", mm_projector_type="mlp2x_gelu",
+                           pretrain_mm_mlp_adapter=out / "mm_projector.bin", mm_use_im_patch_token=True,
+                           mm_use_im_start_end=True, max_steps=1), callbacks=[start])
+    torch.testing.assert_close(start.rows, trained)
 
 
 def test_unsupported_patch_merge_type_stops_before_training(tmp_path, llama_base, train_tower, tiny_data):

@@ -242,8 +242,10 @@ class Conversation:
         width, height = image.size
         if max(width, height) > max_len:
             aspect = max(width, height) / min(width, height)
-            short = int(min(max_len / aspect, min_len, min(width, height)))
-            long = int(short * aspect)
+            # Differs from upstream: at least 1 px short (a 3000x2 image rounded to 0 and crashed PIL)
+            # and at most max_len long (1 px times the aspect could exceed it).
+            short = max(1, int(min(max_len / aspect, min_len, min(width, height))))
+            long = min(max_len, int(short * aspect))
             image = image.resize((long, short) if width >= height else (short, long))
         if return_pil:
             return image

@@ -5,7 +5,9 @@
 
 Several images: ``--image-file a.jpg,b.jpg`` (split on ``--sep``) with one ``<image-placeholder>``
 per image in the query, where each image goes. Without a placeholder the image comes first, as
-upstream. From Python, as in upstream's README::
+upstream. An image may be an http(s) URL. The images, the placeholders and ``--conv-mode`` are
+checked before the model loads; a problem is one ``error:`` line and exit code 2. From Python, as
+in upstream's README::
 
     from llava.eval.run_llava import eval_model
     args = type("Args", (), {"model_path": path, "model_base": None, "model_name": None, "query": q,
@@ -17,7 +19,7 @@ upstream. From Python, as in upstream's README::
 from __future__ import annotations
 
 import argparse
-from io import BytesIO
+import sys
 
 from PIL import Image
 
@@ -35,6 +37,7 @@ from llava.eval.runner import (
     resolve_conv_mode,
 )
 from llava.mm_utils import process_images
+from llava.serve.inference import RequestError, load_image
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,17 +56,27 @@ def image_parser(args) -> list[str]:
     return list(args.image_file)
 
 
-def load_image(image_file) -> Image.Image:
-    """An RGB image from a path, an http(s) URL or bytes."""
-    if isinstance(image_file, bytes):
-        return Image.open(BytesIO(image_file)).convert("RGB")
-    if image_file.startswith(("http://", "https://")):
-        import requests
+def check_inputs(args) -> list[Image.Image]:
+    """Loads the images and checks them against the query, and ``--conv-mode``, without the model.
 
-        response = requests.get(image_file, timeout=30)
-        response.raise_for_status()
-        return Image.open(BytesIO(response.content)).convert("RGB")
-    return Image.open(image_file).convert("RGB")
+    Returns:
+        The RGB images, in order.
+    Raises:
+        RequestError: an image cannot be read, downloaded or decoded (the message names it), the
+            number of images differs from the query's ``<image-placeholder>``s (one image without
+            any), or the template is unknown.
+    """
+    requested = getattr(args, "conv_mode", None)
+    if requested not in AUTO_CONV_MODES and requested not in conv_templates:
+        raise RequestError(f"Unknown --conv-mode {requested!r}; known: {sorted(conv_templates)}")
+    files = image_parser(args)
+    slots = args.query.count(IMAGE_PLACEHOLDER)
+    if len(files) != max(slots, 1):  # no placeholder: one image, placed first
+        given = f"{len(files)} image" + ("s" if len(files) != 1 else "")
+        where = f"{slots} {IMAGE_PLACEHOLDER}s" if slots else f"no {IMAGE_PLACEHOLDER}"
+        raise RequestError(f"--image-file gives {given} but --query has {where}; "
+                           f"put one {IMAGE_PLACEHOLDER} in the query where each image goes")
+    return [load_image(f) for f in files]
 
 
 def build_query(query: str, config) -> str:
@@ -81,7 +94,10 @@ def eval_model(args, loaded: LoadedModel | None = None) -> str:
     Args:
         args: an argparse namespace or any object with upstream's fields (``device`` optional).
         loaded: an already loaded model, e.g. to ask several questions.
+    Raises:
+        RequestError: bad images, query or template (see ``check_inputs``), before any model loads.
     """
+    images = check_inputs(args)
     if loaded is None:
         load_args = argparse.Namespace(model_path=args.model_path, model_base=getattr(args, "model_base", None),
                                        device=getattr(args, "device", None), conv_mode=getattr(args, "conv_mode", None))
@@ -91,7 +107,6 @@ def eval_model(args, loaded: LoadedModel | None = None) -> str:
     requested = getattr(args, "conv_mode", None)
     conv_mode = resolve_conv_mode(requested, config) if requested not in AUTO_CONV_MODES else loaded.conv_mode
     prompt = chat_prompt(conv_mode, build_query(args.query, config))
-    images = [load_image(f) for f in image_parser(args)]
     pixels = process_images(images, loaded.image_processor, config)
     settings = GenerationSettings(args.temperature, getattr(args, "top_p", None), getattr(args, "num_beams", 1),
                                   getattr(args, "max_new_tokens", 512))
@@ -104,7 +119,13 @@ def eval_model(args, loaded: LoadedModel | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    return eval_model(build_parser().parse_args(argv))
+    """Prints and returns the answer; a bad input exits with code 2 and one ``error:`` line."""
+    args = build_parser().parse_args(argv)
+    try:
+        return eval_model(args)
+    except RequestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

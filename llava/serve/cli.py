@@ -16,7 +16,7 @@ import logging
 import sys
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.serve.inference import ChatModel, RequestError, default_device, open_image, stats_line
+from llava.serve.inference import ChatModel, RequestError, default_device, load_image, stats_line
 
 
 def _role_label(role: str) -> str:
@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Chat with a LLaVA checkpoint about an image.")
     parser.add_argument("--model-path", required=True)
     parser.add_argument("--model-base", default=None)
-    parser.add_argument("--image-file", default=None, help="image to talk about (omit for a text-only chat)")
+    parser.add_argument("--image-file", default=None,
+                        help="image file or http(s) URL to talk about (omit for a text-only chat)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, mps (default: cuda if available)")
     parser.add_argument("--conv-mode", default=None, help="template (default: the checkpoint config's conv_mode)")
     parser.add_argument("--temperature", type=float, default=0.2)
@@ -96,10 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     image = None
     if args.image_file:
         try:
-            with open(args.image_file, "rb") as f:
-                image = open_image(f.read(), name=args.image_file)
-        except (OSError, RequestError) as error:
-            print(f"error: cannot use --image-file {args.image_file}: {error}", file=sys.stderr)
+            image = load_image(args.image_file)
+        except RequestError as error:  # names the file or URL
+            print(f"error: --image-file: {error}", file=sys.stderr)
             return 2
     chat = ChatModel.from_pretrained(args.model_path, args.model_base, None, args.load_8bit, args.load_4bit,
                                      device=args.device or default_device(), conv_mode=args.conv_mode)

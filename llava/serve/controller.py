@@ -24,14 +24,16 @@ import time
 import numpy as np
 import requests
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from llava.constants import CONTROLLER_HEART_BEAT_EXPIRATION
 
 logger = logging.getLogger(__name__)
 
-#: Error codes in proxied streams (upstream's): 2 = no worker for the model, 3 = worker failed.
+#: Error codes in proxied streams (upstream's): 1 = bad request (as the worker's), 2 = no worker
+#: for the model, 3 = worker failed.
+ERROR_BAD_REQUEST = 1
 ERROR_NO_WORKER = 2
 ERROR_WORKER_FAILED = 3
 #: Seconds to connect to a worker; reading allows for queued requests and slow first tokens.
@@ -120,12 +122,21 @@ class Controller:
             self.worker_info.pop(worker_name, None)
 
     def refresh_all_workers(self) -> None:
-        """Re-reads every worker's status; workers that do not answer are dropped."""
+        """Re-reads every worker's status; workers that do not answer are dropped.
+
+        Differs from upstream on purpose: upstream emptied the registry while it polled, so requests
+        during a refresh found no worker. Here each worker keeps its entry until its own answer
+        updates it, or its silence drops it (unless it registered again meanwhile).
+        """
         with self._lock:
-            old_info, self.worker_info = dict(self.worker_info), {}
-        for name, info in old_info.items():
-            if not self.register_worker(name, info.check_heart_beat, None):
-                logger.info("Remove stale worker: %s", name)
+            polled = dict(self.worker_info)
+        for name, info in polled.items():
+            if self.register_worker(name, info.check_heart_beat, None):
+                continue
+            with self._lock:
+                if self.worker_info.get(name) is info:
+                    del self.worker_info[name]
+            logger.info("Remove stale worker: %s", name)
 
     def list_models(self) -> list[str]:
         with self._lock:
@@ -229,6 +240,34 @@ class Controller:
         return {"model_names": sorted(model_names), "speed": speed, "queue_length": queue_length}
 
 
+async def _json_object(request: Request, *required: str) -> dict:
+    """The request's JSON object, with a string under each of ``required``.
+
+    Raises:
+        ValueError: the body is not a JSON object or lacks a required field; the message says which.
+    """
+    try:
+        data = await request.json()
+    except ValueError as err:
+        raise ValueError(f"The request body is not a JSON object: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"The request body is not a JSON object: expected a JSON object, got {type(data).__name__}")
+    for key in required:
+        if key not in data:
+            raise ValueError(f"The request body has no {key!r}")
+        if not isinstance(data[key], str):
+            raise ValueError(f"{key!r} must be a string, got {data[key]!r}")
+    return data
+
+
+async def _checked_body(request: Request, *required: str) -> dict:
+    """``_json_object``, answering HTTP 400 with its message (upstream answered a bare 500)."""
+    try:
+        return await _json_object(request, *required)
+    except ValueError as err:
+        raise HTTPException(status_code=400, detail=str(err)) from err
+
+
 def create_app(controller: Controller) -> FastAPI:
     """The controller's FastAPI app (upstream's endpoints); ``app.state.controller`` is the registry."""
     app = FastAPI(title="LLaVA controller")
@@ -236,7 +275,7 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.post("/register_worker")
     async def register_worker(request: Request):
-        data = await request.json()
+        data = await _checked_body(request, "worker_name")
         ok = controller.register_worker(data["worker_name"], data.get("check_heart_beat", True),
                                         data.get("worker_status"))
         return {"registered": ok}
@@ -252,17 +291,25 @@ def create_app(controller: Controller) -> FastAPI:
 
     @app.post("/get_worker_address")
     async def get_worker_address(request: Request):
-        data = await request.json()
+        data = await _checked_body(request, "model")
         return {"address": controller.get_worker_address(data["model"])}
 
     @app.post("/receive_heart_beat")
     async def receive_heart_beat(request: Request):
-        data = await request.json()
-        return {"exist": controller.receive_heart_beat(data["worker_name"], data.get("queue_length", 0))}
+        data = await _checked_body(request, "worker_name")
+        try:
+            queue_length = int(data.get("queue_length", 0))
+        except (TypeError, ValueError, OverflowError):
+            raise HTTPException(status_code=400,
+                                detail=f"queue_length must be an integer, got {data['queue_length']!r}") from None
+        return {"exist": controller.receive_heart_beat(data["worker_name"], queue_length)}
 
     @app.post("/worker_generate_stream")
     async def worker_generate_stream(request: Request):
-        params = await request.json()
+        try:
+            params = await _json_object(request)
+        except ValueError as err:  # a chunk, as the worker answers it, so stream readers show it
+            return StreamingResponse(iter([_chunk(str(err), ERROR_BAD_REQUEST)]))
         return StreamingResponse(controller.worker_api_generate_stream(params))
 
     @app.post("/worker_get_status")

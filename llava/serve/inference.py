@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import requests
 import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -130,8 +131,36 @@ def open_image(data: bytes | str | Path, name: str = "the uploaded file") -> Ima
     except (OSError, SyntaxError, ValueError) as err:
         raise RequestError(f"The uploaded file is not an image ({name}): {err}") from err
     if max(image.size) > MAX_IMAGE_SIDE:
-        image = Conversation.process_image(image, "Default", max_len=MAX_IMAGE_SIDE)
+        try:
+            image = Conversation.process_image(image, "Default", max_len=MAX_IMAGE_SIDE)
+        except (OSError, ValueError) as err:
+            raise RequestError(f"Cannot resize the image ({name}, {width}x{height} pixels): {err}") from err
     return image
+
+
+def load_image(source: str | Path | bytes, timeout: float = 30) -> Image.Image:
+    """An image from a local path, an http(s) URL or a file's bytes (``--image-file`` of the CLI and
+    ``run_llava``), decoded and capped by ``open_image``.
+
+    Raises:
+        RequestError: the file cannot be read, the URL cannot be downloaded, or it is not an image;
+            the message names the file or URL.
+    """
+    if isinstance(source, bytes):
+        return open_image(source)
+    source = str(source)
+    if source.startswith(("http://", "https://")):
+        try:
+            response = requests.get(source, timeout=timeout)
+            response.raise_for_status()
+        except requests.RequestException as err:
+            raise RequestError(f"cannot download {source}: {err}") from err
+        return open_image(response.content, name=source)
+    try:
+        data = Path(source).read_bytes()
+    except OSError as err:
+        raise RequestError(f"cannot read {source}: {err.strerror or err}") from err
+    return open_image(data, name=source)
 
 
 def decode_image(data: str | bytes, index: int = 0) -> Image.Image:
@@ -215,9 +244,34 @@ def _number(params: dict, key: str, default: float, kind=float) -> float:
         number = kind(value)
     except (TypeError, ValueError):
         raise RequestError(f"{key} must be a number, got {value!r}") from None
+    except OverflowError:  # int() of an infinite float (JSON's 1e400 or Infinity)
+        raise RequestError(f"{key} must be a finite number, got {value!r}") from None
     if isinstance(number, float) and not math.isfinite(number):
         raise RequestError(f"{key} must be a finite number, got {value!r}")
     return number
+
+
+def _join(thread: threading.Thread) -> None:
+    """Waits for ``thread`` even through Ctrl-C / SIGTERM (raised again once it has ended): a
+    process that exits while the generate thread is inside torch aborts ("terminate called
+    without an active exception") instead of stopping cleanly."""
+    interrupted = None
+    while thread.is_alive():
+        try:
+            thread.join()
+        except KeyboardInterrupt as err:
+            interrupted = err
+    if interrupted is not None:
+        raise interrupted
+
+
+def _stop_prefix_len(text: str, stop: str | None) -> int:
+    """Length of the longest end of ``text`` that begins ``stop`` (0 if none): text that may yet
+    turn out to be the stop string, so it is not shown until the next pieces decide."""
+    for n in range(min(len(stop or "") - 1, len(text)), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
 
 
 class ChatModel:
@@ -291,8 +345,8 @@ class ChatModel:
         """Tokenizes the prompt and preprocesses its images, checking they fit the model.
 
         Raises:
-            RequestError: tags/images mismatch, images for a text-only model, or a prompt that
-                leaves no room to answer within the context.
+            RequestError: tags/images mismatch, images for a text-only model, images the
+                processor cannot take, or a prompt that leaves no room to answer within the context.
         """
         images = list(images)
         if images and not self.is_multimodal:
@@ -300,12 +354,17 @@ class ChatModel:
         check_image_count(prompt, len(images))
         pixels, sizes = None, []
         if images:
-            images = [img if img.mode == "RGB" else img.convert("RGB") for img in images]
-            images = [Conversation.process_image(img, "Default", max_len=MAX_IMAGE_SIDE)
-                      if max(img.size) > MAX_IMAGE_SIDE else img for img in images]
+            try:
+                images = [img if img.mode == "RGB" else img.convert("RGB") for img in images]
+                images = [Conversation.process_image(img, "Default", max_len=MAX_IMAGE_SIDE)
+                          if max(img.size) > MAX_IMAGE_SIDE else img for img in images]
+                pixels = process_images(images, self.image_processor, self.model.config)
+            except (OSError, ValueError) as err:
+                found = ", ".join(f"{w}x{h}" for w, h in (img.size for img in images))
+                raise RequestError(f"Cannot preprocess the images (sizes {found}): {type(err).__name__}: "
+                                   f"{err}") from err
             sizes = [img.size for img in images]
             tower = self.model.get_vision_tower()
-            pixels = process_images(images, self.image_processor, self.model.config)
             if isinstance(pixels, list):
                 pixels = [p.to(device=tower.device, dtype=tower.dtype) for p in pixels]
             else:
@@ -334,7 +393,9 @@ class ChatModel:
             stop: stop string (``conv.stop_str``); removed from the answer.
             cancel: set it to stop generation early (the generator also stops when closed).
         Yields:
-            StreamUpdate after each decoded piece; the last one has ``finished=True``.
+            StreamUpdate each time the answer grows; each one's text extends the previous one's
+            (trailing spaces and a possible start of the stop string wait for the next piece). The
+            last one has ``finished=True``.
         Raises:
             RequestError: bad input (see ``prepare``); any other exception from ``generate``
                 is re-raised after the generate thread has ended.
@@ -348,6 +409,8 @@ class ChatModel:
             raise RequestError(f"temperature must be >= 0, got {temperature}")
         if max_new_tokens < 1:
             raise RequestError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if stop is not None and not isinstance(stop, str):
+            raise RequestError(f"stop must be a string, got {type(stop).__name__} {stop!r}")
         prepared = self.prepare(prompt, images)
         max_new_tokens = min(max_new_tokens, MAX_NEW_TOKENS_CAP, self.context_len - prepared.prompt_tokens)
 
@@ -375,13 +438,13 @@ class ChatModel:
                 streamer.end()  # unblocks the reader; generate did not get to end the stream
 
         thread = threading.Thread(target=run, name="llava-generate", daemon=True)
-        thread.start()
-        text = ""
+        text = shown = ""
 
         def first_token() -> float | None:
             return None if streamer.first_token_at is None else streamer.first_token_at - start
 
         try:
+            thread.start()  # inside the try: an interrupt right after it must still stop and join the thread
             for piece in streamer:
                 if not piece:
                     continue
@@ -390,10 +453,14 @@ class ChatModel:
                     text = text[: text.index(stop)]
                     cancel.set()
                     break
-                yield StreamUpdate(text.lstrip(), prepared.visual_tokens, prepared.prompt_tokens, first_token())
+                # Upstream streams the raw text, so an update could end in "</" that the next one removes.
+                visible = text[: len(text) - _stop_prefix_len(text, stop)].strip()
+                if visible != shown:
+                    shown = visible
+                    yield StreamUpdate(shown, prepared.visual_tokens, prepared.prompt_tokens, first_token())
         finally:
             cancel.set()  # no-op after a normal end; stops generation when the reader went away
-            thread.join()  # the streamer's queue is unbounded, so generate never waits for us
+            _join(thread)  # the streamer's queue is unbounded, so generate never waits for us
         if failure:
             raise failure[0]
         yield StreamUpdate(text.strip(), prepared.visual_tokens, prepared.prompt_tokens, first_token(), finished=True)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from llava.serve import cli
+from tests.serve.conftest import serve_folder
 
 
 def test_cli_chats_about_an_image_until_eof(tiny_checkpoint, image_file):
@@ -30,3 +31,16 @@ def test_cli_rejects_a_file_that_is_not_an_image(tmp_path, capsys):
     notes.write_text("not an image")
     assert cli.main(["--model-path", str(tmp_path), "--image-file", str(notes), "--device", "cpu"]) == 2
     assert "The uploaded file is not an image" in capsys.readouterr().err
+
+
+def test_cli_downloads_an_image_url_or_says_why_it_cannot(tiny_checkpoint, image_file, tmp_path, capsys):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with serve_folder(image_file.parent) as url:
+        result = subprocess.run(
+            [sys.executable, "-m", "llava.serve.cli", "--model-path", tiny_checkpoint, "--image-file",
+             f"{url}/{image_file.name}", "--device", "cpu", "--temperature", "0", "--max-new-tokens", "3"],
+            input="What is in the image?\n", capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "ASSISTANT: " in result.stdout and "visual tokens: 4 (projector delta)" in result.stderr
+    assert cli.main(["--model-path", str(tmp_path), "--image-file", "http://example.invalid/x.png"]) == 2
+    assert "error: --image-file: cannot download http://example.invalid/x.png: " in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import pytest
@@ -72,3 +74,42 @@ def test_worker_registers_and_the_proxy_streams_and_reports_failures(worker_serv
         assert post("/refresh_all_workers").json()["models"] == [chat_model.model_name]
         chunks = stream_chunks(server.url + "/worker_generate_stream", worker_payload(chat_model))
         assert chunks[-1]["error_code"] == 0
+
+
+def test_workers_stay_listed_while_a_refresh_polls_them(worker_server, chat_model):
+    controller = Controller("shortest_queue")
+    with socket.socket() as silent:  # a worker that accepts the status request and has not answered yet
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        silent.settimeout(30)
+        silent_url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        controller.register_worker(silent_url, True, {**STATUS, "model_names": ["other"]})
+        controller.register_worker(worker_server.url, True, None)
+        refresh = threading.Thread(target=controller.refresh_all_workers)
+        refresh.start()
+        conn, _ = silent.accept()  # the refresh now waits for the silent worker's answer
+        with conn:
+            assert controller.list_models() == sorted([chat_model.model_name, "other"])
+            assert controller.get_worker_address(chat_model.model_name) == worker_server.url
+        refresh.join(30)  # the connection closed without an answer: that worker is dropped
+    assert not refresh.is_alive()
+    assert controller.list_models() == [chat_model.model_name]
+
+
+def test_bad_request_bodies_get_messages_not_bare_500s():
+    with ServerThread(create_app(Controller("shortest_queue"))) as server:
+        stream = server.url + "/worker_generate_stream"
+        assert stream_chunks(stream, b"[1, 2]") == [
+            {"text": "The request body is not a JSON object: expected a JSON object, got list", "error_code": 1}]
+        chunks = stream_chunks(stream, b"{not json")
+        assert chunks[0]["error_code"] == 1 and chunks[0]["text"].startswith("The request body is not a JSON object: ")
+        for path, body, message in [
+            ("/get_worker_address", {}, "The request body has no 'model'"),
+            ("/register_worker", {"worker_status": STATUS}, "The request body has no 'worker_name'"),
+            ("/register_worker", b"not json", "The request body is not a JSON object: "),
+            ("/receive_heart_beat", {"worker_name": "http://a", "queue_length": "many"},
+             "queue_length must be an integer, got 'many'"),
+        ]:
+            kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
+            response = requests.post(server.url + path, timeout=10, **kwargs)
+            assert response.status_code == 400 and response.json()["detail"].startswith(message), response.text

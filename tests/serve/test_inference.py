@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 from PIL import Image
 
 from llava.serve import inference
-from llava.serve.inference import MAX_IMAGE_SIDE, RequestError, decode_image, encode_image, open_image, resolve_conv_mode
-from tests.serve.conftest import CONV_MODE, draw_image
+from llava.serve.inference import (
+    MAX_IMAGE_SIDE,
+    RequestError,
+    decode_image,
+    encode_image,
+    load_image,
+    open_image,
+    resolve_conv_mode,
+)
+from tests.serve.conftest import CONV_MODE, draw_image, serve_folder
 
 
 def _prompt(chat, text="<image>\nWhat is in the image?"):
@@ -72,3 +81,61 @@ def test_conv_mode_comes_from_config_or_flag():
     assert resolve_conv_mode(object()) == "vicuna_v1"  # released LLaVA-1.5 configs: the 1.5 template
     with pytest.raises(ValueError, match="Unknown conversation template 'nope'"):
         resolve_conv_mode(Config(), "nope")
+
+
+def test_thin_images_keep_at_least_one_pixel(chat_model, tmp_path):
+    # Upstream's resize rounded the short side of a 3000x2 image to 0 and PIL refused it.
+    assert open_image(_png(Image.new("RGB", (3000, 2), "red"))).size == (MAX_IMAGE_SIDE, 1)
+    assert open_image(_png(Image.new("RGB", (2, 5000), "red"))).size == (1, MAX_IMAGE_SIDE)
+    chunks = list(chat_model.worker_stream({"prompt": "USER: <image>\nWhat? ASSISTANT:", "max_new_tokens": 2,
+                                            "temperature": 0, "images": [encode_image(Image.new("RGB", (3000, 2)))]}))
+    assert chunks[-1]["error_code"] == 0, chunks
+    # an image that fails while being preprocessed is a RequestError too, not a raw PIL error
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(_png(draw_image())[:200])
+    prompt, _ = _prompt(chat_model)
+    with pytest.raises(RequestError, match=r"Cannot preprocess the images \(sizes 64x48\): OSError: "):
+        list(chat_model.stream(prompt, [Image.open(truncated)], max_new_tokens=2))
+
+
+def test_stream_updates_only_grow_when_a_piece_ends_like_the_stop_string(chat_model):
+    prompt, _ = _prompt(chat_model, "Hello there friend")
+    answer = chat_model.generate_text(prompt, temperature=0, max_new_tokens=12).text
+    assert len(answer) >= 8
+    for start in range(1, 6):  # stop strings from inside the answer, so some piece ends partway into one
+        stop = answer[start:start + 3]
+        updates = list(chat_model.stream(prompt, temperature=0, max_new_tokens=12, stop=stop))
+        texts = [u.text for u in updates]
+        assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:])), (stop, texts)
+        assert texts[-1] == answer[:answer.index(stop)].strip()
+
+
+def test_load_image_reads_paths_and_urls(tmp_path):
+    draw_image().save(tmp_path / "circle.png")
+    with serve_folder(tmp_path) as url:
+        assert load_image(f"{url}/circle.png").size == (64, 48)
+        with pytest.raises(RequestError, match=f"cannot download {url}/gone.png: 404 Client Error"):
+            load_image(f"{url}/gone.png")
+    with pytest.raises(RequestError, match=r"cannot download http://example\.invalid/x\.png: "):
+        load_image("http://example.invalid/x.png")
+    assert load_image(tmp_path / "circle.png").size == (64, 48)
+    with pytest.raises(RequestError, match=f"cannot read {tmp_path}/missing.png: No such file or directory"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_an_interrupt_just_after_generation_starts_still_stops_and_joins_it(chat_model, monkeypatch):
+    """Ctrl-C / SIGTERM can land right after the generate thread starts; the process must not exit
+    with that thread inside torch (it aborts: "terminate called without an active exception")."""
+    started = []
+
+    class InterruptedAfterStart(threading.Thread):
+        def start(self):
+            super().start()
+            started.append(self)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(inference.threading, "Thread", InterruptedAfterStart)
+    prompt, _ = _prompt(chat_model)
+    with pytest.raises(KeyboardInterrupt):
+        list(chat_model.stream(prompt, [draw_image()], temperature=0, max_new_tokens=200))
+    assert len(started) == 1 and not started[0].is_alive()

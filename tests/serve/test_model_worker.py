@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -67,3 +68,16 @@ def test_requests_beyond_the_concurrency_limit_wait_and_all_answer(worker_server
     while worker_server.worker.get_queue_length() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert worker_server.worker.get_queue_length() == 0
+
+
+def test_infinite_max_new_tokens_and_a_stop_list_are_parameter_errors(worker_server, chat_model):
+    good = worker_payload(chat_model)
+    cases = [
+        (json.dumps({**good, "max_new_tokens": float("inf")}), "max_new_tokens must be a finite number, got inf"),
+        (json.dumps(good).replace('"max_new_tokens": 6', '"max_new_tokens": 1e400'),
+         "max_new_tokens must be a finite number, got inf"),
+        ({**good, "stop": ["</s>"]}, "stop must be a string, got list ['</s>']"),
+    ]
+    for payload, message in cases:
+        chunks = stream_chunks(worker_server.url + "/worker_generate_stream", payload)
+        assert chunks == [{"text": message, "error_code": 1}]

@@ -488,8 +488,9 @@ class ChatModel:
             if not isinstance(prompt, str) or not prompt:
                 raise RequestError("The request has no prompt (expected a non-empty string in 'prompt')")
             raw_images = params.get("images") or []
-            if isinstance(raw_images, str):
-                raise RequestError("'images' must be a list of base64-encoded image files, got one string")
+            if not isinstance(raw_images, list):
+                got = "one string" if isinstance(raw_images, str) else f"a {type(raw_images).__name__}"
+                raise RequestError(f"'images' must be a list of base64-encoded image files, got {got}")
             check_image_count(prompt, len(raw_images))
             images = [decode_image(data, i) for i, data in enumerate(raw_images)]
             updates = self.stream(prompt, images, temperature=params.get("temperature", 1.0),

@@ -70,13 +70,15 @@ def test_requests_beyond_the_concurrency_limit_wait_and_all_answer(worker_server
     assert worker_server.worker.get_queue_length() == 0
 
 
-def test_infinite_max_new_tokens_and_a_stop_list_are_parameter_errors(worker_server, chat_model):
+def test_infinite_max_new_tokens_a_stop_list_and_images_not_a_list_are_parameter_errors(worker_server, chat_model):
     good = worker_payload(chat_model)
     cases = [
         (json.dumps({**good, "max_new_tokens": float("inf")}), "max_new_tokens must be a finite number, got inf"),
         (json.dumps(good).replace('"max_new_tokens": 6', '"max_new_tokens": 1e400'),
          "max_new_tokens must be a finite number, got inf"),
         ({**good, "stop": ["</s>"]}, "stop must be a string, got list ['</s>']"),
+        ({**good, "images": {"0": good["images"][0]}},
+         "'images' must be a list of base64-encoded image files, got a dict"),
     ]
     for payload, message in cases:
         chunks = stream_chunks(worker_server.url + "/worker_generate_stream", payload)

@@ -71,7 +71,9 @@ def score_textvqa(annotation_file: str, result_file: str) -> dict:
     if not isinstance(data, dict) or "data" not in data:
         raise ValueError(f"{annotation_file}: expected a TextVQA annotation file with a 'data' list")
     annotations = data["data"]
-    by_pair = {(str(a["image_id"]), a["question"].lower()): i for i, a in enumerate(annotations)}
+    # Questions are compared stripped on both sides: the prompt's question line is stripped, and an
+    # annotation's question may end in a space that the question file kept.
+    by_pair = {(str(a["image_id"]), a["question"].strip().lower()): i for i, a in enumerate(annotations)}
     by_qid = {str(a["question_id"]): i for i, a in enumerate(annotations) if "question_id" in a}
 
     results = load_jsonl(result_file)

@@ -54,3 +54,12 @@ def test_unmatched_answer_is_named(tmp_path, json_file, jsonl):
     results = jsonl(tmp_path / "a.jsonl", [answer("img9", "x", "Where?\n" + INSTR)])
     with pytest.raises(ValueError, match=r"match no annotation.*'img9' \('where\?'\)"):
         score_textvqa(str(ann), str(results))
+
+
+def test_annotation_question_with_a_trailing_space_matches(tmp_path, json_file, jsonl):
+    """The question file copies the annotation's question, trailing space included; the prompt's
+    question line is read stripped, so the annotation's must be too."""
+    ann = json_file(tmp_path / "ann.json", {"data": [
+        {"image_id": "img3", "question_id": 103, "question": "What color? ", "answers": ["red"] * 10}]})
+    results = jsonl(tmp_path / "a.jsonl", [answer("img3", "Red", f"What color? \n{OCR}\n{INSTR}")])
+    assert score_textvqa(str(ann), str(results))["accuracy"] == 1.0

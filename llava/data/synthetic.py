@@ -632,13 +632,12 @@ def normalize_answer(text: str) -> list[str]:
 
 
 def _is_correct(pred: list[str], gold: list[str], category_vocab: set[tuple[str, ...]]) -> bool:
+    """The gold answer is the only answer of its category that ``pred`` names, alone ("red."),
+    first ("red circle") or inside a sentence ("The color is red"); so listing the options
+    ("left, center, or right") never scores, whichever comes first."""
     if not pred or not gold:
         return False
-    if pred == gold or pred[: len(gold)] == gold:  # exact, or the answer first ("red." "red circle")
-        return True
-    # Otherwise the answer inside a sentence ("The color is red") counts when it is the only
-    # answer of this category mentioned, so listing every colour never scores.
-    found = {v for v in category_vocab
+    found = {v for v in category_vocab | {tuple(gold)}
              if any(pred[i:i + len(v)] == list(v) for i in range(len(pred) - len(v) + 1))}
     return found == {tuple(gold)}
 
@@ -674,7 +673,8 @@ def score_answers(answers_jsonl: str | Path | Iterable[Mapping[str, Any]],
     Matching is forgiving: case, punctuation and articles are ignored, number words equal
     digits ("three" == "3"), an answer followed by more words counts ("Red." / "red circle"),
     and so does a sentence that mentions the right answer and no other answer of its category
-    ("The color is red"). Questions with no answer line, or an empty one, are unanswered and
+    ("The color is red"); an answer that names two of a category's answers ("left, center, or
+    right") is wrong, whichever comes first. Questions with no answer line, or an empty one, are unanswered and
     count as wrong.
 
     Args:
@@ -701,7 +701,10 @@ def score_answers(answers_jsonl: str | Path | Iterable[Mapping[str, Any]],
             continue
         preds[qid] = str(row.get("text") or "")
 
-    vocab: dict[str, set[tuple[str, ...]]] = {}
+    # Every answer a category has (not only those of the questions scored), so whether an answer
+    # scores does not depend on the other questions in the file.
+    vocab: dict[str, set[tuple[str, ...]]] = {
+        category: {tuple(normalize_answer(v)) for v in values} for category, values in VOCAB.items()}
     for ann in gold.values():
         vocab.setdefault(ann["category"], set()).add(tuple(normalize_answer(ann["answer"])))
 

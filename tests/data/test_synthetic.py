@@ -281,6 +281,11 @@ ANNOTATIONS = {
     ("red circle", "c", True),
     ("blue", "c", False),
     ("blue or red", "c", False),  # names two colours: not an answer
+    ("red or blue", "c", False),  # even with the right one first
+    ("Red, green, blue, yellow, orange or purple.", "c", False),
+    ("It is green or red", "c", False),  # green is no question's answer here: the vocabulary still knows it
+    ("left, center, or right", "p", False),
+    ("Center, not left.", "p", False),
     ("three", "n", True),
     ("Three.", "n", True),
     ("There are 3 shapes.", "n", True),

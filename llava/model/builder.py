@@ -180,8 +180,9 @@ def load_pretrained_model(
             weights.load_projector_weights(model.get_model().mm_projector, weights.read_state_dict(model_path),
                                            config.mm_projector_type, source=model_path)
         else:
-            model = _apply_lora(model, model_path, config)
-            missing = {k for k in missing if not k.startswith("model.mm_projector.")}
+            model, loaded = _apply_lora(model, model_path, config)
+            # The projector, and a tower trained with the adapters, come from non_lora_trainables.bin.
+            missing = {k for k in missing if not k.startswith("model.mm_projector.") and k not in loaded}
 
     tower = model.get_vision_tower()
     if any(k.startswith("model.vision_tower.") for k in missing):
@@ -209,6 +210,8 @@ def _has_tokenizer(folder: str) -> bool:
 
 
 def _apply_lora(model, model_path: str, config: LlavaConfig):
+    """Loads ``non_lora_trainables.bin`` and merges the adapter; returns the merged model and the
+    keys that file supplied."""
     from peft import PeftModel
 
     trainables = weights.read_non_lora_trainables(model_path)
@@ -223,7 +226,7 @@ def _apply_lora(model, model_path: str, config: LlavaConfig):
     rest = {k: v for k, v in trainables.items() if not k.startswith("model.mm_projector.")}
     model.load_state_dict(rest, strict=False)
     model = PeftModel.from_pretrained(model, model_path)
-    return model.merge_and_unload()
+    return model.merge_and_unload(), set(trainables)
 
 
 def _add_image_tokens(tokenizer, model, config: LlavaConfig) -> int:

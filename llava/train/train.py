@@ -181,7 +181,13 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments, at
             bnb_4bit_use_double_quant=training_args.double_quant,
             bnb_4bit_quant_type=training_args.quant_type,
         )
-    model = LlavaLlamaForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    model, info = LlavaLlamaForCausalLM.from_pretrained(model_args.model_name_or_path, output_loading_info=True,
+                                                        **kwargs)
+    tower = model.get_vision_tower()
+    if tower is not None and not any(".vision_tower." in key for key in info["missing_keys"]):
+        # A LLaVA checkpoint that holds its tower (trained with --unfreeze_mm_vision_tower, say): keep
+        # those weights rather than reading the tower folder over them.
+        tower.is_loaded = True
     model.config.use_cache = False
     if model_args.freeze_backbone:
         model.get_model().requires_grad_(False)
@@ -206,7 +212,10 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments, at
             model.to(compute_dtype)
         logger.info("Adding LoRA adapters (r=%d, alpha=%d) to %s", training_args.lora_r, training_args.lora_alpha,
                     find_all_linear_names(model))
-        model = get_peft_model(model, lora_config)
+        # Under DeepSpeed the adapters take the model's dtype, as upstream: peft's default makes them
+        # fp32 next to a bf16 projector, and ZeRO-3 cannot flatten a mix of dtypes (an AssertionError
+        # before the first step). Without DeepSpeed, keep_trainable_fp32 gives every trainable one fp32.
+        model = get_peft_model(model, lora_config, autocast_adapter_dtype=not training_args.deepspeed)
     return model
 
 

@@ -133,3 +133,31 @@ def test_zero3_stage2_bf16_with_text_only_batches(tmp_path, zero2_stage1, llama_
     generated = model.generate(ids, images=torch.zeros(1, 3, 56, 56), max_new_tokens=3, min_new_tokens=3,
                                do_sample=False)
     assert generated.shape == (1, 3)
+
+
+def test_zero3_lora_bf16_with_a_trained_tower_loads_as_trained(tmp_path, llama_base, train_tower, ds_data):
+    """The finetune_lora recipe's setting (ZeRO-3, bf16) with the tower unfrozen: the run starts
+    (peft's fp32 adapters next to a bf16 projector once stopped ZeRO-3 before the first step), and
+    loading the LoRA folder on its base keeps the tower it trained instead of re-reading the folder."""
+    out = tmp_path / "lora"
+    args = common_args(out, llama_base, train_tower, ds_data["stage2"], ds_data["image_folder"], version="v1",
+                       mm_projector_type="mlp2x_gelu", lora_enable=True, lora_r=4, lora_alpha=8,
+                       mm_projector_lr="2e-5", unfreeze_mm_vision_tower=True, mm_vision_tower_lr="1e-2",
+                       per_device_train_batch_size=2, max_steps=2, bf16=True,
+                       deepspeed=str(REPO / "scripts/zero3.json"))
+    launch(args, tmp_path / "lora.log")
+    assert (out / "adapter_config.json").is_file()
+
+    from llava.model import weights
+    from llava.model.builder import load_pretrained_model
+
+    trained = {k: v for k, v in weights.read_non_lora_trainables(out).items() if ".vision_tower." in k}
+    original = load_file(Path(train_tower) / "model.safetensors")
+    assert trained and all(v.dtype == torch.bfloat16 for v in trained.values())
+    _, model, _, _ = load_pretrained_model(str(out), llama_base, None, device="cpu", dtype="float32")
+    state = model.state_dict()
+    changed = 0
+    for key, value in trained.items():
+        torch.testing.assert_close(state[key], value.float(), msg=key)
+        changed += not torch.equal(value.float(), original[key.split("vision_tower.vision_tower.", 1)[1]].float())
+    assert changed > 0  # the tower did train

@@ -251,6 +251,27 @@ def test_unfrozen_vision_tower_gets_its_own_learning_rate(tmp_path, llama_base, 
     assert all(torch.equal(loaded[k], trained[k]) for k in saved)
 
 
+def test_training_on_from_a_checkpoint_keeps_the_tower_it_trained(tmp_path, llama_base, train_tower, tiny_data):
+    """Stage 2 with the tower unfrozen saves a full checkpoint holding the trained tower; training on
+    from that checkpoint starts from those weights, not from the tower folder its config names."""
+    first = tmp_path / "stage2"
+    trainer = train(argv=common_args(first, llama_base, train_tower, tiny_data["stage2"], tiny_data["image_folder"],
+                                     version="v1", mm_projector_type="mlp2x_gelu", unfreeze_mm_vision_tower=True,
+                                     mm_vision_tower_lr="1e-2", max_steps=2))
+    trained = {k: v.detach().clone() for k, v in trainer.model.get_vision_tower().vision_tower.state_dict().items()}
+    original = load_file(Path(train_tower) / "model.safetensors")
+    assert any(not torch.equal(trained[k], original[k]) for k in original)
+
+    class TowerAtStart(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.weights = {k: v.detach().clone() for k, v in model.get_vision_tower().vision_tower.state_dict().items()}
+
+    start = TowerAtStart()
+    train(argv=common_args(tmp_path / "again", str(first), train_tower, tiny_data["stage2"], tiny_data["image_folder"],
+                           version="v1", mm_projector_type="mlp2x_gelu", max_steps=1), callbacks=[start])
+    assert all(torch.equal(start.weights[k], trained[k]) for k in trained)
+
+
 # ------------------------------------------------------------------------------------ bad input
 
 

@@ -111,6 +111,41 @@ class QuickstartConfig:
     # 4.5 of the default run's 15 minutes), when they were made with the same settings.
     reuse: bool = False
 
+    def check(self) -> None:
+        """Refuses settings that cannot run, naming the flag, before any work is done.
+
+        Raises:
+            ValueError: an unknown projector, a count or learning rate that is not positive, tower
+                layers the tower lacks, or an image size the patches or windows do not divide.
+        """
+        if not self.projectors or any(p not in PROJECTORS for p in self.projectors):
+            raise ValueError(f"--projectors must name some of {', '.join(PROJECTORS)}, got {','.join(self.projectors)!r}")
+        positive = {"num_stage1": self.num_stage1, "num_stage2": self.num_stage2, "num_eval": self.num_eval,
+                    "stage1_steps": self.stage1_steps, "stage2_steps": self.stage2_steps,
+                    "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
+                    "scale_factor": self.scale_factor, "model_max_length": self.model_max_length,
+                    "threads": self.threads, "stage2_micro_batch": self.stage2_micro_batch,
+                    "stage0_steps": self.tower.steps, "image_size": self.tower.image_size,
+                    "stage1_lr": self.stage1_lr, "stage2_lr": self.stage2_lr}
+        for name, value in positive.items():
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.tower.image_size % self.tower.patch_size:
+            raise ValueError(f"--image-size ({self.tower.image_size}) must be a multiple of the patch size "
+                             f"({self.tower.patch_size})")
+        grid = self.tower.image_size // self.tower.patch_size
+        if grid % self.scale_factor:
+            raise ValueError(f"--scale-factor ({self.scale_factor}) must divide the tower's grid side ({grid} = "
+                             f"--image-size {self.tower.image_size} / patch {self.tower.patch_size})")
+        try:
+            layers = [int(x) for x in str(self.delta_layers).split(",")]
+        except ValueError:
+            raise ValueError(f"--delta-layers must be comma-separated integers, got {self.delta_layers!r}") from None
+        states = self.tower.num_layers + 1  # hidden states: 0 is the embeddings, then one per layer
+        if any(not -states <= layer < states for layer in layers):
+            raise ValueError(f"--delta-layers {self.delta_layers!r}: the stage-0 tower has hidden states 0 to "
+                             f"{states - 1} (or -{states} to -1 from the end)")
+
     def resolved_precision(self) -> str:
         if _checked_precision("precision", self.precision) != "auto":
             return self.precision
@@ -381,13 +416,16 @@ def run(cfg: QuickstartConfig) -> dict:
     """The whole pipeline; writes ``results.json`` and ``results.png`` under ``cfg.out``."""
     start = time.time()
     check_device(cfg.device)
+    cfg.check()
     cfg.stage2_batching()  # a micro-batch that does not divide the batch fails before any work
     cfg.data_config()  # so does a bad data setting (e.g. --caption-turn-prob 2)
     cfg.stage2_schedule()  # and an unknown stage-2 schedule
     cfg.resolved_stage1_precision()  # and an unknown precision
+    # The stages run from the repository, where a path relative to the caller's folder points elsewhere.
+    cfg = replace(cfg, out=str(Path(cfg.out).resolve()))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:  # for this process (stage 0) and the stage subprocesses
+    if cfg.threads is not None:  # for this process (stage 0) and the stage subprocesses
         import torch
 
         os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
@@ -399,7 +437,7 @@ def run(cfg: QuickstartConfig) -> dict:
     tower_config = replace(cfg.tower, bf16=cfg.resolved_precision() == "bf16")
     if cfg.reuse:  # checked before anything is made, so a mismatch costs nothing
         stage0 = reuse_data_and_tower(data, out / "vision_tower", cfg.data_config(), tower_config)
-    llm = cfg.llm or prepare_embedded_llm()
+    llm = str(Path(cfg.llm or prepare_embedded_llm()).resolve())
     if cfg.reuse:
         _log(f"reusing the synthetic data in {data} and the stage-0 tower in {out / 'vision_tower'} "
              f"(same settings; held-out attribute accuracy {stage0['heldout_accuracy']}, trained in "
@@ -577,6 +615,8 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
                                delta_layers="1,2", model_max_length=128, stage2_mode="lora", lora_r=4, lora_alpha=8,
                                stage2_micro_batch=2)
     cfg.out, cfg.llm, cfg.reuse = args.out, args.llm, args.reuse
+    if args.compare and args.projectors:
+        p.error("--compare runs every projector; --projectors picks some: give one of them")
     if args.compare:
         cfg.projectors = PROJECTORS
     if args.projectors:

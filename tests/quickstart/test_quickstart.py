@@ -80,6 +80,32 @@ def test_a_bad_data_setting_fails_before_any_work(tmp_path):
     assert not out.exists()  # nothing generated, converted or trained
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--projectors", "foo"], r"--projectors must name some of delta, mlp2x_gelu, avgpool, got 'foo'"),
+    (["--projectors", "delta,,avgpool"], r"--projectors must name some of .* got 'delta,,avgpool'"),
+    (["--stage1-steps", "0"], r"--stage1-steps must be positive, got 0"),
+    (["--stage2-steps", "0"], r"--stage2-steps must be positive, got 0"),
+    (["--eval-batch-size", "0"], r"--eval-batch-size must be positive, got 0"),
+    (["--threads", "0"], r"--threads must be positive, got 0"),
+    (["--stage0-steps", "0"], r"--stage0-steps must be positive, got 0"),
+    (["--stage1-lr", "-1"], r"--stage1-lr must be positive, got -1.0"),
+    (["--scale-factor", "3"], r"--scale-factor \(3\) must divide the tower's grid side \(4 = --image-size 56"),
+    (["--image-size", "60"], r"--image-size \(60\) must be a multiple of the patch size \(14\)"),
+    (["--delta-layers", "9,10"], r"--delta-layers '9,10': the stage-0 tower has hidden states 0 to 2"),
+])
+def test_bad_flags_fail_before_any_work_and_name_the_flag(tmp_path, flags, message):
+    out = tmp_path / "quickstart"
+    with pytest.raises(ValueError, match=message):
+        run(parse_args(["--fast", "--out", str(out), *flags]))
+    assert not out.exists()
+
+
+def test_compare_and_projectors_are_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--compare", "--projectors", "avgpool"])
+    assert "--compare runs every projector; --projectors picks some" in capsys.readouterr().err
+
+
 def test_precision_reaches_both_training_stages(tmp_path):
     bf16 = parse_args(["--precision", "bf16"])
     for stage in (1, 2):
@@ -179,9 +205,12 @@ def test_stage2_micro_batch_splits_stage2_steps_only(tmp_path):
     assert not out.exists()
 
 
-def test_fast_pipeline_in_bf16(tmp_path, tiny_chatml_llm, capsys):
+def test_fast_pipeline_in_bf16(tmp_path, tiny_chatml_llm, capsys, monkeypatch):
+    """Also from another folder than the repository, with a relative --out (the stages run from the
+    repository, so the paths they get must not be relative)."""
     out = tmp_path / "quickstart_bf16"
-    report = run(parse_args(["--fast", "--projectors", "delta", "--precision", "bf16", "--out", str(out),
+    monkeypatch.chdir(tmp_path)
+    report = run(parse_args(["--fast", "--projectors", "delta", "--precision", "bf16", "--out", "quickstart_bf16",
                              "--llm", tiny_chatml_llm]))
     assert report["settings"]["precision"] == "bf16"
     (result,) = report["results"]

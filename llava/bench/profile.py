@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from llava.bench.machine import Clock, describe_machine, describe_versions, load_average
-from llava.bench.presets import PRESETS, Setting, get_preset, parse_settings
+from llava.bench.presets import PRESETS, Setting, get_preset, settings_argument
 from llava.bench.speed import (
     _checkpointing_plan, _prepare_stage, _set_checkpointing, build_model, llava_config, make_inputs, timed_generate,
     timed_runs, training_inputs, training_step, write_tower_folder)
@@ -292,15 +292,23 @@ def main(argv: list[str] | None = None) -> None:
                    help="time to first token of every setting of the preset, round-robin in one process")
     p.add_argument("--compare-training", choices=["stage1", "full", "lora"], default=None,
                    help="samples/s of one training step of every setting of the preset, round-robin in one process")
-    p.add_argument("--settings", type=parse_settings, default=None,
+    p.add_argument("--settings", type=settings_argument, default=None,
                    help="--compare-ttft / --compare-training: projector:scale_factor list, baseline first (default: "
                         "the preset's five; all models stay in memory at once)")
     p.add_argument("--json", type=Path, default=None,
                    help="with a --compare-* mode: also write its result, the machine, versions and command here")
     args = p.parse_args(argv)
-    if args.json and not (args.compare_ttft or args.compare_training or args.compare_full_logits
-                          or args.compare_full_tower):
+    modes = [flag for flag, on in (("--compare-ttft", args.compare_ttft), ("--compare-training", args.compare_training),
+                                   ("--compare-full-logits", args.compare_full_logits),
+                                   ("--compare-full-tower", args.compare_full_tower)) if on]
+    if len(modes) > 1:
+        p.error(f"one --compare-* mode per run, got {' and '.join(modes)}")
+    if args.json and not modes:
         p.error("--json needs one of the --compare-* modes")
+    if args.repeats < 1 or args.batch < 1:
+        p.error("--repeats and --batch must be at least 1")
+    if torch.device(args.device or get_preset(args.preset).device).type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device or 'cuda (the preset)'} needs CUDA, but torch.cuda.is_available() is False")
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)

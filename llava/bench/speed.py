@@ -557,8 +557,9 @@ def run(preset: Preset, *, device: str | None = None, dtype: str | None = None, 
     """Measures every setting of ``preset`` in one process, one after another; returns the results dict."""
     device_t = torch.device(device or preset.device)
     if device_t.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"preset {preset.name!r} runs on CUDA, but torch.cuda.is_available() is False "
-                           f"(torch {torch.__version__}); use --preset cpu here")
+        raise RuntimeError(f"device {device_t} (from {'--device' if device else f'preset {preset.name!r}'}) needs "
+                           f"CUDA, but torch.cuda.is_available() is False (torch {torch.__version__}); run on "
+                           f"the CPU here (--preset cpu, or --device cpu)")
     dtype_t = getattr(torch, dtype or preset.dtype)
     attn_impl = select_attn_implementation(device_t, attn)
     clock, memory = Clock(device_t), PeakMemory(device_t)

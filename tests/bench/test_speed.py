@@ -153,7 +153,7 @@ def test_cpu_preset_tower_keeps_the_reference_layer_positions(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on machines without CUDA")
 def test_7b_preset_without_cuda_says_so():
-    with pytest.raises(RuntimeError, match="CUDA"):
+    with pytest.raises(RuntimeError, match=r"device cuda \(from preset '7b'\) needs CUDA"):
         speed.run(get_preset("7b"))
 
 
@@ -193,6 +193,34 @@ def test_command_line_overrides():
     assert set(PRESETS) == {"tiny", "cpu", "7b"}
     with pytest.raises(ValueError, match="known"):
         get_preset("13b")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--settings", "mlp2x_gelu:1,foo:2"], "Unknown mm_projector_type 'foo'"),
+    (["--settings", "delta:0"], "--settings item 'delta:0': the scale factor must be a positive integer"),
+    (["--settings", "delta:5"], "setting delta:5: the scale factor must divide the 12 x 12 grid of preset 'tiny'"),
+    (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+    (["--train-steps", "0"], "--train-steps must be at least 1, got 0"),
+    (["--batch-sizes", "0,2"], "--batch-sizes must be at least 1"),
+])
+def test_bad_benchmark_flags_stop_before_anything_is_measured(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit):
+        main(["--preset", "tiny", "--out", str(tmp_path / "out"), *flags])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--compare-ttft", "--compare-training", "stage1"], "one --compare-* mode per run, got --compare-ttft and "
+                                                         "--compare-training"),
+    (["--compare-ttft", "--repeats", "0"], "--repeats and --batch must be at least 1"),
+] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device cuda needs CUDA")]))
+def test_bad_profile_flags_are_named(capsys, flags, message):
+    from llava.bench.profile import main as profile_main
+
+    with pytest.raises(SystemExit):
+        profile_main(["--preset", "tiny", *flags])
+    assert message in capsys.readouterr().err
 
 
 def test_profile_runs_at_tiny_size(capsys):

@@ -500,6 +500,10 @@ def generate(out_dir: str | Path, config: SyntheticConfig | None = None) -> dict
     image_root = out / "images"
     for split in ("stage1", "stage2", "eval"):
         (image_root / split).mkdir(parents=True, exist_ok=True)
+        # An earlier, larger run in the same folder would leave images that no file refers to (and that
+        # the quickstart's --reuse check would count): the generator's own names are cleared first.
+        for stale in (image_root / split).glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+            stale.unlink()
     (out / "eval").mkdir(parents=True, exist_ok=True)
     size = cfg.image_size
 

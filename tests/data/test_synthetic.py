@@ -106,6 +106,14 @@ def test_sample_does_not_depend_on_split_sizes(dataset, tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_a_smaller_run_in_the_same_folder_leaves_only_its_own_images(tmp_path):
+    generate(tmp_path, SyntheticConfig(num_stage1=6, num_stage2=6, num_eval=4, seed=0))
+    (tmp_path / "images" / "eval" / "notes.png").write_bytes(b"someone else's file")
+    result = generate(tmp_path, SyntheticConfig(num_stage1=3, num_stage2=2, num_eval=2, seed=0))
+    pngs = sorted(p.relative_to(tmp_path / "images").as_posix() for p in (tmp_path / "images").rglob("*.png"))
+    assert len(pngs) == result["counts"]["images"] + 1 and "eval/notes.png" in pngs
+
+
 # --- formats ----------------------------------------------------------------------------------
 
 

@@ -61,6 +61,7 @@ def parse_settings(text: str) -> tuple[Setting, ...]:
         out.append(Setting(name, int(scale) if scale else 1))
     return tuple(out)
 
+
 def settings_argument(text: str) -> tuple[Setting, ...]:
     """``parse_settings`` for argparse, whose message then says what is wrong with ``--settings``."""
     try:
@@ -133,15 +134,14 @@ class Preset:
     settings: tuple[Setting, ...] = field(default=SETTINGS)
 
     def __post_init__(self):
-        counts = {"text_tokens": self.text_tokens, "caption_tokens": self.caption_tokens,
-                  "short_new_tokens": self.short_new_tokens, "long_new_tokens": self.long_new_tokens,
-                  "train_batch": self.train_batch, "stage1_batch": self.stage1_batch or 1,
-                  "repeats": self.repeats, "long_repeats": self.long_repeats, "train_steps": self.train_steps,
-                  "batch_sizes": min(self.batch_sizes, default=0), "warmup": self.warmup + 1}
-        for name, value in counts.items():
-            if value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least {0 if name == 'warmup' else 1}, "
-                                 f"got {getattr(self, name)!r}")
+        least = {"warmup": 0, "text_tokens": 1, "caption_tokens": 1, "short_new_tokens": 1, "long_new_tokens": 1,
+                 "train_batch": 1, "stage1_batch": 1, "repeats": 1, "long_repeats": 1, "train_steps": 1}
+        for name, low in least.items():
+            value = getattr(self, name)
+            if value is not None and value < low:  # stage1_batch None: the train batch
+                raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"--batch-sizes must be at least 1, got {self.batch_sizes}")
         grid = self.grid_side
         for setting in self.settings:
             if setting.scale_factor < 1 or grid % setting.scale_factor:

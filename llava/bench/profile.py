@@ -284,13 +284,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--rows", type=int, default=20)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--compare-full-tower", action="store_true",
+    modes = p.add_mutually_exclusive_group()  # one comparison per run
+    modes.add_argument("--compare-full-tower", action="store_true",
                    help="time the truncated tower against transformers' full forward, alternating runs")
-    p.add_argument("--compare-full-logits", choices=["stage1", "full"], default=None,
+    modes.add_argument("--compare-full-logits", choices=["stage1", "full"], default=None,
                    help="time a training step's LM head on labelled rows only against full logits, alternating runs")
-    p.add_argument("--compare-ttft", action="store_true",
+    modes.add_argument("--compare-ttft", action="store_true",
                    help="time to first token of every setting of the preset, round-robin in one process")
-    p.add_argument("--compare-training", choices=["stage1", "full", "lora"], default=None,
+    modes.add_argument("--compare-training", choices=["stage1", "full", "lora"], default=None,
                    help="samples/s of one training step of every setting of the preset, round-robin in one process")
     p.add_argument("--settings", type=settings_argument, default=None,
                    help="--compare-ttft / --compare-training: projector:scale_factor list, baseline first (default: "
@@ -298,21 +299,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", type=Path, default=None,
                    help="with a --compare-* mode: also write its result, the machine, versions and command here")
     args = p.parse_args(argv)
-    modes = [flag for flag, on in (("--compare-ttft", args.compare_ttft), ("--compare-training", args.compare_training),
-                                   ("--compare-full-logits", args.compare_full_logits),
-                                   ("--compare-full-tower", args.compare_full_tower)) if on]
-    if len(modes) > 1:
-        p.error(f"one --compare-* mode per run, got {' and '.join(modes)}")
-    if args.json and not modes:
+    if args.json and not (args.compare_ttft or args.compare_training or args.compare_full_logits
+                          or args.compare_full_tower):
         p.error("--json needs one of the --compare-* modes")
     if args.repeats < 1 or args.batch < 1:
         p.error("--repeats and --batch must be at least 1")
-    if torch.device(args.device or get_preset(args.preset).device).type == "cuda" and not torch.cuda.is_available():
+    preset = get_preset(args.preset)
+    device = torch.device(args.device or preset.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
         p.error(f"--device {args.device or 'cuda (the preset)'} needs CUDA, but torch.cuda.is_available() is False")
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = get_preset(args.preset)
-    device = torch.device(args.device or preset.device)
     dtype = getattr(torch, args.dtype or preset.dtype)
     load_before = load_average()
     result = None

@@ -105,6 +105,7 @@ class LazySupervisedDataset(Dataset):
         self.version = version
         self.indices = list(indices) if indices is not None else list(range(len(samples)))
         self.is_multimodal = image_processor is not None
+        self._cut_reported: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -193,7 +194,8 @@ class LazySupervisedDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         tokens = self.tokenize(i)
-        if tokens.cut_labels:
+        if tokens.cut_labels and i not in self._cut_reported:  # once per sample, not every epoch
+            self._cut_reported.add(i)
             logger.warning("%s is cut to fit model_max_length=%d: %d of its answer tokens are not trained on",
                            self.describe(i), self.model_max_length, tokens.cut_labels)
         if tokens.mismatch is not None:

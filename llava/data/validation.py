@@ -216,7 +216,6 @@ def _structure_problem(obj: Any, plain: bool) -> tuple[str, str] | None:
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str) or turn.get("from") not in ROLES:
             return "bad_conversations", (f"turn {j} must be {{'from': 'human'|'gpt', 'value': str}}, "
                                          f"got {turn!r:.80}")
-    for j, turn in enumerate(turns):
         if not turn["value"].strip():
             # A template renders an empty message as "the model answers next", so the text and its
             # labels would no longer line up.
@@ -289,7 +288,7 @@ def check_data_file(
         else:
             good.append((index, obj))
 
-    with_images = [(index, obj) for index, obj in good if obj.get("image") is not None]
+    with_images = [(index, obj) for index, obj in good if has_image(obj)]
     paths = [os.path.join(image_folder or "", obj["image"]) for _, obj in with_images]
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
         problems = list(pool.map(lambda p: _image_problem(p, check_images), paths))

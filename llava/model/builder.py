@@ -177,8 +177,9 @@ def load_pretrained_model(
             model_base, config=base_config, output_loading_info=True, **load_kwargs)
         missing = set(info["missing_keys"])
         if kind == "projector":
-            weights.load_projector_weights(model.get_model().mm_projector, weights.read_state_dict(model_path),
-                                           config.mm_projector_type, source=model_path)
+            stage1 = weights.read_state_dict(model_path)
+            weights.load_projector_weights(model.get_model().mm_projector, stage1, config.mm_projector_type,
+                                           source=model_path)
         else:
             model, loaded = _apply_lora(model, model_path, config)
             # The projector, and a tower trained with the adapters, come from non_lora_trainables.bin.
@@ -198,9 +199,7 @@ def load_pretrained_model(
     added = _add_image_tokens(tokenizer, model, config)
     if kind == "projector" and config.mm_use_im_start_end and added:
         # Stage 1 trained the <im_start>/<im_end> rows and saved them with the projector.
-        source = str(next(Path(model_path, n) for n in weights.PROJECTOR_FILES if Path(model_path, n).is_file()))
-        weights.copy_new_token_rows(model.get_input_embeddings().weight.data, weights.read_state_dict(source),
-                                    added, source)
+        weights.copy_new_token_rows(model.get_input_embeddings().weight.data, stage1, added, model_path)
     return _finish(tokenizer, model, tower.image_processor, device, quant)
 
 

@@ -22,6 +22,13 @@ from llava.model.multimodal_projector.registry import OwnInit
 
 logger = logging.getLogger(__name__)
 
+
+def _check_merge_type(config) -> None:
+    """Only upstream's ``flat`` layout of visual tokens is built (at load and before training alike)."""
+    if config.mm_patch_merge_type != "flat":
+        raise ValueError(f"mm_patch_merge_type {config.mm_patch_merge_type!r} is not supported; use 'flat'")
+
+
 def _projector_layers(config) -> tuple[int, ...]:
     return projector_class(config.mm_projector_type).vision_layers(config)
 
@@ -32,8 +39,7 @@ class LlavaMetaModel:
     def __init__(self, config):
         super().__init__(config)
         if getattr(config, "mm_vision_tower", None):
-            if config.mm_patch_merge_type != "flat":
-                raise ValueError(f"mm_patch_merge_type {config.mm_patch_merge_type!r} is not supported; use 'flat'")
+            _check_merge_type(config)
             self.vision_tower = build_vision_tower(config, extra_layers=_projector_layers(config), delay_load=True)
             self.mm_projector = build_vision_projector(config)
             self._projector_signature = _signature(config)
@@ -73,8 +79,7 @@ class LlavaMetaModel:
                     "mm_delta_init_gain"):
             if getattr(model_args, key, None) is not None:
                 setattr(config, key, getattr(model_args, key))
-        if config.mm_patch_merge_type != "flat":  # as at load time, so no run trains what cannot be loaded
-            raise ValueError(f"mm_patch_merge_type {config.mm_patch_merge_type!r} is not supported; use 'flat'")
+        _check_merge_type(config)  # as at load time, so no run trains what cannot be loaded
         tower = self.get_vision_tower()
         if tower is None or tower.vision_tower_name != config.mm_vision_tower:
             tower = build_vision_tower(config, extra_layers=_projector_layers(config))

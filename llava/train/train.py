@@ -35,7 +35,7 @@ from llava.conversation import SeparatorStyle
 from llava.data.collator import DataCollatorForSupervisedDataset
 from llava.data.dataset import LazySupervisedDataset, check_tokenization
 from llava.data.preprocess import conv_mode_for_version, conversation_template
-from llava.data.validation import DataCheckReport, check_data_file, enforce_report
+from llava.data.validation import DataCheckReport, check_data_file, enforce_report, has_image
 from llava.model import LlavaConfig, LlavaLlamaForCausalLM
 from llava.model.builder import UNQUANTIZED_MODULES, llava_config_from_dict
 from llava.train.arguments import DataArguments, ModelArguments, TrainingArguments, parse_arguments
@@ -332,7 +332,7 @@ def check_data(data_args: DataArguments, model_args: ModelArguments, training_ar
     if report.bad and _is_main(training_args):
         report_file = report.write(_report_file(training_args, "data_check_report.json"))
     enforce_report(report, data_args.skip_bad_samples, report_file=report_file, log=logger)
-    with_images = sum(1 for _, s in good if s.get("image") is not None)
+    with_images = sum(1 for _, s in good if has_image(s))
     if with_images and not model_args.vision_tower:
         raise ValueError(f"{with_images} samples in {data_args.data_path} have images but no --vision_tower is given")
     if not good:
@@ -351,9 +351,10 @@ def check_samples_tokenize(data_module: dict, data_args: DataArguments, training
                                check_all_lengths=data_args.skip_bad_samples)
     if check.too_long:
         # One report file per run: the samples the data check found, and these.
-        earlier = data_report
-        report = DataCheckReport(data_args.data_path, num_samples=earlier.num_samples if earlier else len(dataset),
-                                 bad=sorted([*(earlier.bad if earlier else []), *check.too_long],
+        earlier = data_report.bad if data_report else []
+        report = DataCheckReport(data_args.data_path,
+                                 num_samples=data_report.num_samples if data_report else len(dataset),
+                                 bad=sorted([*earlier, *check.too_long],
                                             key=lambda b: -1 if b.index is None else b.index))
         report_file = None
         if _is_main(training_args):

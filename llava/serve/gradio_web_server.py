@@ -579,9 +579,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, stopping the demo as Ctrl-C does (gradio closes its server on KeyboardInterrupt).
+
+    A subclass on purpose: when a plain KeyboardInterrupt passes through ``exec``/``eval`` of a
+    string (dataclass and namedtuple creation, lazy imports), CPython marks it "unhandled" even
+    if it is caught later, and the process then ends by SIGINT (exit -2) after a clean stop.
+    CPython only marks the exact KeyboardInterrupt type, so a SIGTERM ends the demo with exit 0.
+    """
+
+
 def _stop_like_ctrl_c(signum, frame) -> None:
-    """SIGTERM handler: gradio closes its server on KeyboardInterrupt, then main removes the uploads."""
-    raise KeyboardInterrupt
+    """SIGTERM handler: gradio closes its server, then main removes the uploads."""
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
 
 
 def main(argv: list[str] | None = None) -> None:

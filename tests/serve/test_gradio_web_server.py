@@ -186,3 +186,26 @@ def test_web_server_stops_on_sigterm_and_removes_its_uploads(tiny_checkpoint, tm
             server.wait()
     assert server.returncode == 0, log.read_text()[-3000:]
     assert not uploads[0].exists()
+
+
+def test_sigterm_inside_exec_during_start_up_still_exits_0(tmp_path):
+    """A SIGTERM that lands while start-up runs code made by exec() (dataclasses, lazy imports do
+    that) is a clean stop too: exit 0, not the SIGINT death CPython gives a KeyboardInterrupt that
+    passed through exec(), and no upload folder left. Deterministic: the stand-in preload signals
+    itself from inside exec()."""
+    script = "\n".join([
+        "import sys",
+        "from llava.serve import gradio_web_server as web",
+        "def preload(self, question=None):",
+        "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGTERM)\\nfor _ in range(10**7): pass')",
+        "    raise AssertionError('the SIGTERM did not stop the start-up')",
+        "web.DemoApp.preload = preload",
+        "web.main(sys.argv[1:])",
+    ])
+    done = subprocess.run(
+        [sys.executable, "-c", script, "--controller-url", f"http://127.0.0.1:{free_port()}", "--preload-example",
+         "--port", str(free_port())], cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "Stopped during start-up" in done.stderr
+    assert not list(tmp_path.glob("llava_serve_uploads_*"))

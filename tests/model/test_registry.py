@@ -29,8 +29,12 @@ def test_mlp_family(name, depth):
 
 
 def test_linear_and_identity():
-    assert isinstance(build_vision_projector(_config("linear"))[0], nn.Linear)
-    assert list(build_vision_projector(_config("linear")).state_dict()) == ["0.weight", "0.bias"]
+    linear = build_vision_projector(_config("linear"))
+    assert isinstance(linear, nn.Linear) and (linear.in_features, linear.out_features) == (32, 64)
+    assert list(linear.state_dict()) == ["weight", "bias"]  # upstream's bare nn.Linear: mm_projector.weight
+    x = torch.randn(2, 16, 32)
+    torch.testing.assert_close(linear(x), x @ linear.weight.T + linear.bias)
+    assert linear(VisionFeatures(x, None, (4, 4))).shape == (2, 16, 64) and linear.num_tokens((24, 24)) == 576
     ident = build_vision_projector(LlavaConfig(hidden_size=32, mm_hidden_size=32, mm_projector_type="identity"))
     x = torch.randn(1, 4, 32)
     assert ident(x) is x
@@ -52,3 +56,18 @@ def test_duplicate_registration_raises():
         @register_projector("linear")
         class Again(Projector):
             pass
+
+
+@pytest.mark.parametrize("names", [("weight", "bias"), ("0.weight", "0.bias")])
+def test_linear_projector_file_loads_upstream_and_earlier_names(names):
+    """An upstream ``linear`` stage-1 file (``model.mm_projector.weight``) loads, and so does one
+    this project wrote before ``linear`` became a bare nn.Linear (``model.mm_projector.0.weight``)."""
+    from llava.model.weights import load_projector_weights
+
+    weight, bias = torch.randn(64, 32), torch.randn(64)
+    state = {f"model.mm_projector.{names[0]}": weight, f"model.mm_projector.{names[1]}": bias}
+    linear = build_vision_projector(_config("linear"))
+    load_projector_weights(linear, state, "linear", source="mm_projector.bin")
+    assert torch.equal(linear.weight, weight) and torch.equal(linear.bias, bias)
+    with pytest.raises(ValueError, match="in mm_projector.bin do not fit mm_projector_type 'linear'.*another --mm_projector_type"):
+        load_projector_weights(linear, {"model.mm_projector.2.weight": weight}, "linear", source="mm_projector.bin")

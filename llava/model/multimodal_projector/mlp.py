@@ -3,7 +3,8 @@
 LLaVA-1.5 (Liu et al., "Improved Baselines with Visual Instruction Tuning", arXiv 2310.03744)
 maps every patch to one LLM token with a 2-layer GELU MLP: ``[B, N, C] -> [B, N, H]``, N = h*w
 (576 for CLIP-L/14 at 336 px). Parameter names match upstream checkpoints
-(``mm_projector.0.weight``, ``mm_projector.2.weight``, ...).
+(``mm_projector.0.weight``, ``mm_projector.2.weight``, ... for the MLPs, ``mm_projector.weight``
+for ``linear``).
 """
 
 from __future__ import annotations
@@ -54,16 +55,31 @@ class _SequentialProjector(nn.Sequential, Projector):
 
 
 @register_projector("linear")
-class LinearProjector(_SequentialProjector):
-    """One Linear(C, H) per patch."""
+class LinearProjector(nn.Linear, Projector):
+    """One Linear(C, H) per patch. A bare ``nn.Linear`` as upstream builds it, so the state-dict
+    names are upstream's (``mm_projector.weight``, ``mm_projector.bias``)."""
 
     def __init__(self, in_features: int, hidden_size: int):
-        super().__init__(nn.Linear(in_features, hidden_size))
+        super().__init__(in_features, hidden_size)
         self.out_features = hidden_size
 
     @classmethod
     def from_config(cls, config, name: str) -> "LinearProjector":
         return cls(config.mm_hidden_size, config.hidden_size)
+
+    @classmethod
+    def convert_released_state_dict(cls, state_dict: dict) -> dict:
+        """Reads the ``0.weight`` / ``0.bias`` names this project's earlier ``mm_projector.bin``
+        files used for ``linear`` (a one-layer Sequential then)."""
+        if set(state_dict) != {"0.weight", "0.bias"}:
+            raise ValueError(f"expected weight and bias (or 0.weight and 0.bias), got {sorted(state_dict)[:8]}")
+        return {"weight": state_dict["0.weight"], "bias": state_dict["0.bias"]}
+
+    def num_tokens(self, grid: tuple[int, int]) -> int:
+        return grid[0] * grid[1]
+
+    def forward(self, features: VisionFeatures | torch.Tensor) -> torch.Tensor:
+        return nn.Linear.forward(self, self.patch_tensor(features))
 
 
 @register_projector_family("mlp{N}x_gelu", _MLP_PATTERN)

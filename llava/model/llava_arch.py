@@ -119,9 +119,12 @@ class LlavaMetaForCausalLM:
         return self.get_model().get_vision_tower()
 
     def num_image_tokens(self) -> int:
-        """Visual tokens per image: the projector's count for the tower's grid (never assumed)."""
+        """Visual tokens per image: the projector's count for the tower's grid (never assumed),
+        plus the CLS token when the tower keeps it and the projector maps every token."""
         tower = self.get_vision_tower()
-        return self.get_model().mm_projector.num_tokens((tower.num_patches_per_side, tower.num_patches_per_side))
+        projector = self.get_model().mm_projector
+        tokens = projector.num_tokens((tower.num_patches_per_side, tower.num_patches_per_side))
+        return tokens + int(projector.keeps_cls and getattr(tower, "select_feature", "patch") == "cls_patch")
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """

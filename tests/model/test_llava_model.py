@@ -30,6 +30,20 @@ def test_encode_images_shape(model):
     assert model.num_image_tokens() == 16
 
 
+@pytest.mark.parametrize("projector,patch_tokens", [("linear", 16), ("mlp2x_gelu", 16), ("avgpool", 4), ("delta", 4)])
+@pytest.mark.parametrize("select_feature", ["patch", "cls_patch"])
+def test_num_image_tokens_is_what_encode_images_makes(tower_dir, llama_tokenizer, projector, patch_tokens,
+                                                      select_feature):
+    """With cls_patch the per-token projectors make one more token (the CLS); pooling ones drop it.
+    The count is what the dataset budgets sequence lengths with, so it must be exact."""
+    config = tiny_llava_config(tower_dir, llama_tokenizer, projector=projector, mm_vision_select_feature=select_feature,
+                               mm_delta_depth=0)  # this tower is 32 wide, too narrow for delta's block
+    model = tiny_llava_model(config)
+    tokens = model.encode_images(torch.randn(2, 3, 56, 56)).shape[1]
+    assert tokens == model.num_image_tokens() == patch_tokens + (select_feature == "cls_patch" and projector in
+                                                                ("linear", "mlp2x_gelu"))
+
+
 def test_matches_transformers_llava(tower_dir, llama_tokenizer):
     """Same weights, same prompt with an image: identical logits (fp32)."""
     model = tiny_llava_model(tiny_llava_config(tower_dir, llama_tokenizer))

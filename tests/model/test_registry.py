@@ -71,3 +71,18 @@ def test_linear_projector_file_loads_upstream_and_earlier_names(names):
     assert torch.equal(linear.weight, weight) and torch.equal(linear.bias, bias)
     with pytest.raises(ValueError, match="in mm_projector.bin do not fit mm_projector_type 'linear'.*another --mm_projector_type"):
         load_projector_weights(linear, {"model.mm_projector.2.weight": weight}, "linear", source="mm_projector.bin")
+
+
+def test_delta_builds_from_a_config_without_its_keys():
+    """Upstream code passes a plain config to build_vision_projector; a released-style one has only
+    ``scale_factor``. The missing mm_delta_* settings take LlavaConfig's defaults."""
+    from types import SimpleNamespace
+
+    from llava.model.multimodal_projector.delta import DeltaProjector
+
+    plain = SimpleNamespace(mm_projector_type="delta", mm_hidden_size=64, hidden_size=96, scale_factor=2)
+    proj = build_vision_projector(plain)
+    reference = build_vision_projector(LlavaConfig(hidden_size=96, mm_hidden_size=64, mm_projector_type="delta"))
+    assert DeltaProjector.vision_layers(plain) == (12, 16, 22, 23)
+    assert {k: v.shape for k, v in proj.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    assert proj.num_tokens((24, 24)) == 144

@@ -498,6 +498,17 @@ def _released_map() -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _setting(config, key: str):
+    """``config.<key>``, or LlavaConfig's default when the config does not have it (a plain
+    LlamaConfig or namespace, as upstream code passes to ``build_vision_projector``)."""
+    value = getattr(config, key, None)
+    if value is None:
+        from llava.model.language_model.configuration_llava import LlavaConfig
+
+        value = getattr(LlavaConfig, key)
+    return value
+
+
 @register_projector("delta", "delatallava")
 class DeltaProjector(Projector):
     """Delta-LLaVA projector: ``VisionFeatures(patch [B, N, C], levels [B, N, L*C]) -> [B, (h/s)*(w/s), H]``.
@@ -563,17 +574,17 @@ class DeltaProjector(Projector):
             in_features=config.mm_hidden_size,
             hidden_size=config.hidden_size,
             num_levels=len(cls.vision_layers(config)),
-            scale_factor=config.scale_factor,
-            rank=config.mm_delta_rank,
-            depth=config.mm_delta_depth,
-            per_level=bool(config.mm_delta_per_level),
-            init_gain=float(config.mm_delta_init_gain),
+            scale_factor=_setting(config, "scale_factor"),
+            rank=_setting(config, "mm_delta_rank"),
+            depth=_setting(config, "mm_delta_depth"),
+            per_level=bool(_setting(config, "mm_delta_per_level")),
+            init_gain=float(_setting(config, "mm_delta_init_gain")),
         )
 
     @classmethod
     def vision_layers(cls, config) -> tuple[int, ...]:
         """The hidden-state indices of ``mm_delta_layers`` (index 0 = embedding output)."""
-        return parse_layers(config.mm_delta_layers)
+        return parse_layers(_setting(config, "mm_delta_layers"))
 
     def output_grid(self, grid: Sequence[int]) -> tuple[int, int]:
         """(h/s, w/s); raises ``ValueError`` naming s and the grid when s does not divide it."""

@@ -24,6 +24,8 @@ _MLP_PATTERN = r"mlp(\d+)x_gelu"
 class IdentityProjector(Projector):
     """Passes patch features through; needs mm_hidden_size == hidden_size."""
 
+    keeps_cls = True
+
     def __init__(self, hidden_size: int):
         super().__init__()
         self.out_features = hidden_size
@@ -47,6 +49,8 @@ class IdentityProjector(Projector):
 class _SequentialProjector(nn.Sequential, Projector):
     """An ``nn.Sequential`` so state-dict names are upstream's (``0.weight``, ``2.weight``)."""
 
+    keeps_cls = True
+
     def num_tokens(self, grid: tuple[int, int]) -> int:
         return grid[0] * grid[1]
 
@@ -58,6 +62,8 @@ class _SequentialProjector(nn.Sequential, Projector):
 class LinearProjector(nn.Linear, Projector):
     """One Linear(C, H) per patch. A bare ``nn.Linear`` as upstream builds it, so the state-dict
     names are upstream's (``mm_projector.weight``, ``mm_projector.bias``)."""
+
+    keeps_cls = True
 
     def __init__(self, in_features: int, hidden_size: int):
         super().__init__(in_features, hidden_size)

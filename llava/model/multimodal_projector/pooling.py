@@ -39,6 +39,8 @@ class AvgPoolProjector(MLPProjector):
         scale_factor: s; must divide both sides of the grid (checked per call).
     """
 
+    keeps_cls = False  # pools the patch grid; a CLS token is dropped
+
     def __init__(self, *, in_features: int, hidden_size: int, scale_factor: int = 2):
         if isinstance(scale_factor, bool) or not isinstance(scale_factor, int) or scale_factor < 1:
             raise ValueError(f"scale_factor must be an int >= 1, got {scale_factor!r}")

@@ -28,6 +28,9 @@ class Projector(nn.Module):
 
     #: Hidden size of the language model (set by subclasses).
     out_features: int
+    #: True for projectors that map every input token, so with ``mm_vision_select_feature
+    #: "cls_patch"`` the CLS token becomes one more visual token (upstream's linear / MLPs).
+    keeps_cls: bool = False
 
     @classmethod
     def from_config(cls, config, name: str) -> "Projector":

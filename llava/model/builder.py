@@ -49,6 +49,32 @@ def llava_config_from_dict(config: dict, **overrides) -> LlavaConfig:
     return LlavaConfig(**values)
 
 
+def resolve_local(path: str | os.PathLike, what: str = "Model path") -> str:
+    """A local folder for ``path``: the folder itself, or the Hugging Face cache's snapshot of a hub
+    id such as ``liuhaotian/llava-v1.5-7b`` that was downloaded before. Nothing is downloaded here.
+
+    Raises:
+        FileNotFoundError: neither a folder nor a cached hub id, saying how to download it.
+    """
+    path = str(path)
+    if Path(path).is_dir():
+        return path
+    parts = path.split("/")
+    if len(parts) == 2 and all(parts) and not path.startswith((".", "~")):
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            return snapshot_download(path, local_files_only=True)
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            pass
+        raise FileNotFoundError(
+            f"{what} {path} is not a local folder, and the Hugging Face cache has no copy of the hub model "
+            f"{path!r} (nothing is downloaded at run time): download it first with `hf download {path}`, "
+            f"or pass the folder it is in")
+    raise FileNotFoundError(f"{what} {path} is not a local folder (nothing is downloaded)")
+
+
 def checkpoint_kind(model_path: str | os.PathLike, model_base: str | None = None) -> str:
     """One of ``"lora"``, ``"full"``, ``"projector"``, decided from the files in ``model_path``."""
     folder = Path(model_path)
@@ -111,15 +137,16 @@ def load_pretrained_model(
     """Loads a LLaVA checkpoint for inference.
 
     Args:
-        model_path: local folder: full checkpoint, projector-only (stage 1) or LoRA adapter.
-        model_base: the base LLM folder for projector-only and LoRA checkpoints.
+        model_path: local folder: full checkpoint, projector-only (stage 1) or LoRA adapter; or a
+            hub id (``liuhaotian/llava-v1.5-7b``) already in the Hugging Face cache.
+        model_base: the base LLM (folder or cached hub id) for projector-only and LoRA checkpoints.
         model_name: accepted for upstream compatibility; not used to decide anything.
         device: "cuda", "cuda:1", "cpu", "mps", ... ; on CPU the model loads in float32.
         kwargs: ``torch_dtype``/``dtype`` to override the precision; ``attn_implementation``.
     Returns:
         (tokenizer, model, image_processor or None, context_len)
     """
-    model_path = str(model_path)
+    model_path = resolve_local(model_path)
     device = torch.device(device)
     dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or (
         torch.float16 if device.type == "cuda" else torch.float32)
@@ -140,6 +167,8 @@ def load_pretrained_model(
         load_kwargs["device_map"] = {"": device}
 
     kind = checkpoint_kind(model_path, model_base)
+    if model_base is not None and (kind != "full" or not _has_tokenizer(model_path)):  # else it is not read
+        model_base = resolve_local(model_base, "model_base")
     config_dict = read_config_dict(model_path)
     if not is_multimodal_config(config_dict):
         if kind != "full":

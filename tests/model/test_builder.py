@@ -149,6 +149,33 @@ def test_quantized_loading_keeps_projector_and_tower(tmp_path, reference, llama_
     assert out.shape == (1, 3)
 
 
+def test_hub_id_loads_from_the_hugging_face_cache_only(tmp_path, reference, llama_tokenizer, monkeypatch):
+    """``liuhaotian/llava-v1.5-7b``-style ids, as upstream's commands pass them, load from the local
+    Hugging Face cache (its on-disk layout, written here); one not cached says how to get it."""
+    import huggingface_hub.constants
+
+    cache, commit = tmp_path / "hub", "0" * 40
+    repo = cache / "models--someone--llava-v1.5-tiny"
+    snapshot = repo / "snapshots" / commit
+    reference.save_pretrained(snapshot)
+    _save_tokenizer(llama_tokenizer, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+    tokenizer, model, _, _ = load_pretrained_model("someone/llava-v1.5-tiny", None, None, device="cpu")
+    pixels = torch.randn(1, 3, 56, 56)
+    torch.testing.assert_close(_logits(model, tokenizer, pixels), _logits(reference, llama_tokenizer, pixels))
+    with pytest.raises(FileNotFoundError, match=r"someone/llava-v1.5-7b is not a local folder, and the Hugging "
+                                                r"Face cache has no copy.*hf download someone/llava-v1.5-7b"):
+        load_pretrained_model("someone/llava-v1.5-7b", None, None, device="cpu")
+    stage1 = tmp_path / "stage1"  # a projector-only folder needs its base LLM, here an uncached hub id
+    reference.config.save_pretrained(stage1)
+    torch.save({k: v for k, v in reference.state_dict().items() if "mm_projector" in k}, stage1 / "mm_projector.bin")
+    with pytest.raises(FileNotFoundError, match="model_base someone/vicuna-7b is not a local folder"):
+        load_pretrained_model(str(stage1), "someone/vicuna-7b", None, device="cpu")
+
+
 def test_missing_weights_and_tower_errors(tmp_path, llama_tokenizer):
     empty = tmp_path / "empty"
     empty.mkdir()

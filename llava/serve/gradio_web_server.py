@@ -494,11 +494,13 @@ class DemoApp:
             raise RuntimeError(f"The preloaded example failed: {session.failed[1]}")
         return session
 
-    def build(self, title: str = "Delta-LLaVA", preload_session: ChatSession | None = None) -> gr.Blocks:
+    def build(self, title: str = "Delta-LLaVA", preload_session: ChatSession | None = None,
+              embed: bool = False) -> gr.Blocks:
         """Lays out the page and wires the events (API names: add_text, bot, regenerate, clear)."""
         with gr.Blocks(title=title) as demo:
             session = gr.State(value=preload_session or ChatSession())
-            gr.Markdown(f"## {title}\n{self.backend.describe()}")
+            if not embed:  # --embed: for a page that has its own heading, as upstream's
+                gr.Markdown(f"## {title}\n{self.backend.describe()}", elem_id="header")
             with gr.Row():
                 with gr.Column(scale=3):
                     model_selector = gr.Dropdown(choices=self.models, value=self.models[0] if self.models else None,
@@ -576,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preload-example", nargs="?", const="", default=None, metavar="QUESTION",
                         help="start with the first example image asked about and answered")
     parser.add_argument("--share", action="store_true", help="gradio share link (needs network)")
+    parser.add_argument("--embed", action="store_true", help="leave out the heading (for embedding the page)")
+    parser.add_argument("--moderate", action="store_true",
+                        help="upstream's OpenAI moderation of questions: not available here (refused)")
     return parser
 
 
@@ -596,7 +601,11 @@ def _stop_like_ctrl_c(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.moderate:
+        parser.error("--moderate sends every question to OpenAI's moderation API, which this demo does not "
+                     "call (nothing leaves the machine); put a moderation service in front of the demo instead")
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # `kill`, docker/systemd stop: shut down cleanly
     app = demo = None
     try:
@@ -611,7 +620,7 @@ def main(argv: list[str] | None = None) -> None:
         app = DemoApp(backend, example_images(examples_dir), model_list_mode=args.model_list_mode)
         logger.info("Starting the demo (Ctrl-C or SIGTERM stops it)")
         preload = app.preload(args.preload_example or None) if args.preload_example is not None else None
-        demo = app.build(preload_session=preload)
+        demo = app.build(preload_session=preload, embed=args.embed)
         launch(demo, args.host, args.port, args.concurrency_count, [str(examples_dir), str(app.upload_dir)],
                args.share)
     except KeyboardInterrupt:  # stopped during start-up, before gradio's own handler was in place

@@ -127,6 +127,27 @@ def test_controller_mode_uses_workers_and_reports_a_worker_dying_mid_answer(work
     assert unreachable.models == [] and "is unreachable" in unreachable.startup_error
 
 
+def test_upstream_embed_and_moderate_flags(tmp_path, capsys):
+    """--embed leaves out the heading; --moderate (OpenAI's API upstream) is refused by name."""
+    from llava.serve.gradio_web_server import main
+
+    app = DemoApp(ControllerBackend(f"http://127.0.0.1:{free_port()}"), upload_dir=str(tmp_path / "up"))
+    try:
+        def headers(blocks):
+            return [c for c in blocks.config["components"] if c.get("props", {}).get("elem_id") == "header"]
+
+        full, embedded = app.build(), app.build(embed=True)
+        assert len(headers(full)) == 1 and "Delta-LLaVA" in headers(full)[0]["props"]["value"]
+        assert headers(embedded) == []
+        full.close()
+        embedded.close()
+    finally:
+        app.close()
+    with pytest.raises(SystemExit) as stop:
+        main(["--moderate", "--port", str(free_port())])
+    assert stop.value.code == 2 and "--moderate sends every question to OpenAI's moderation API" in capsys.readouterr().err
+
+
 def test_upload_folder_is_removed_only_when_the_app_made_it(tmp_path):
     backend = ControllerBackend(f"http://127.0.0.1:{free_port()}")  # nothing listens: no models, no wait
     app = DemoApp(backend)

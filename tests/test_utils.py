@@ -1,0 +1,29 @@
+"""llava.utils: what upstream scripts import from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_disable_torch_init_skips_random_init_of_linear_and_layernorm():
+    """In a child process: the patch is process-wide, as upstream's, and must not leak into the suite."""
+    code = "\n".join([
+        "import torch",
+        "from llava.utils import disable_torch_init",
+        "before = torch.nn.Linear(4, 4)",
+        "disable_torch_init()",
+        "for layer in (torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)):",
+        "    torch.nn.init.constant_(layer.weight, 7.0)",
+        "    layer.reset_parameters()",
+        "    assert torch.all(layer.weight == 7.0), layer",
+        "torch.nn.init.constant_(before.weight, 7.0)",
+        "before.reset_parameters()  # the class is patched, so existing layers skip it too",
+        "assert torch.all(before.weight == 7.0)",
+        "print('ok')",
+    ])
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

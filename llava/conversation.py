@@ -253,11 +253,11 @@ class Conversation:
         image.save(buffer, format=image_format)
         return base64.b64encode(buffer.getvalue()).decode()
 
-    def get_images(self, return_pil: bool = True) -> list:
+    def get_images(self, return_pil: bool = False) -> list:
         """Images attached to user turns (demo tuples), after their image_process_mode.
 
-        Upstream returns base64 strings by default; we return PIL images by default
-        (``return_pil=False`` gives upstream's base64 PNG strings).
+        As upstream: base64 PNG strings by default (what a worker request carries), PIL images
+        with ``return_pil=True``.
 
         Returns:
             A list of PIL images (or base64 strings), in conversation order.

@@ -193,18 +193,18 @@ def test_get_images_returns_pil_and_applies_mode():
     conv.append_message(conv.roles[1], "A")
     conv.append_message(conv.roles[0], ("<image>\nQ2", image, "Default"))
     conv.append_message(conv.roles[1], None)
-    padded, plain = conv.get_images()
+    padded, plain = conv.get_images(return_pil=True)
     assert padded.size == (60, 60) and padded.getpixel((0, 0)) == (122, 116, 104)
     assert plain is image
-    encoded = conv.get_images(return_pil=False)
-    assert len(encoded) == 2
+    encoded = conv.get_images()  # upstream's default: base64 strings, JSON-ready for a worker request
+    assert len(encoded) == 2 and all(isinstance(e, str) for e in encoded)
     assert Image.open(BytesIO(base64.b64decode(encoded[0]))).size == (60, 60)
 
 
 def test_get_images_caps_size_and_rejects_unknown_mode():
     conv = conv_templates["vicuna_v1"].copy()
     conv.append_message(conv.roles[0], ("Q", _demo_image((3000, 1000)), "Crop"))
-    (image,) = conv.get_images()
+    (image,) = conv.get_images(return_pil=True)
     assert image.size == (1344, 448)
     conv.messages[0][1] = ("Q", _demo_image(), "Stretch")
     with pytest.raises(ValueError, match="Stretch"):

@@ -86,3 +86,17 @@ def test_delta_builds_from_a_config_without_its_keys():
     assert DeltaProjector.vision_layers(plain) == (12, 16, 22, 23)
     assert {k: v.shape for k, v in proj.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
     assert proj.num_tokens((24, 24)) == 144
+
+
+@pytest.mark.parametrize("projector,tokens", [("mlp2x_gelu", 16), ("delta", 4)])
+def test_upstream_composition_of_tower_and_projector(tower_dir, llama_tokenizer, projector, tokens):
+    """``build_vision_projector(cfg)(build_vision_tower(cfg)(images))``, as upstream code composes
+    them: the tower computes the extra layers the config's projector reads (delta's levels)."""
+    from llava.model.multimodal_encoder.builder import build_vision_tower
+    from tests.conftest import tiny_llava_config
+
+    config = tiny_llava_config(tower_dir, llama_tokenizer, projector=projector, mm_delta_depth=0)
+    tower = build_vision_tower(config)
+    features = tower(torch.randn(2, 3, 56, 56))
+    assert build_vision_projector(config)(features).shape == (2, tokens, config.hidden_size)
+    assert build_vision_tower(config, extra_layers=()).extra_layers == ()

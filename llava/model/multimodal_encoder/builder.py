@@ -5,7 +5,8 @@ from __future__ import annotations
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 
 
-def build_vision_tower(vision_tower_cfg, extra_layers: tuple[int, ...] = (), delay_load: bool = False) -> CLIPVisionTower:
+def build_vision_tower(vision_tower_cfg, extra_layers: tuple[int, ...] | None = None,
+                       delay_load: bool = False) -> CLIPVisionTower:
     """Builds the CLIP tower named by ``mm_vision_tower`` (or ``vision_tower``) in the config.
 
     Any local path is accepted, whatever its name; hub names must already be in the local cache.
@@ -13,11 +14,18 @@ def build_vision_tower(vision_tower_cfg, extra_layers: tuple[int, ...] = (), del
     Args:
         vision_tower_cfg: model config or training arguments with ``mm_vision_tower``,
             ``mm_vision_select_layer`` and ``mm_vision_select_feature``.
-        extra_layers: hidden-state indices the projector asks for, computed in the same pass.
+        extra_layers: hidden-state indices the projector asks for, computed in the same pass;
+            by default those of the config's ``mm_projector_type`` (none for upstream's), so
+            ``build_vision_projector(cfg)(build_vision_tower(cfg)(images))`` works for every projector.
     """
     name = getattr(vision_tower_cfg, "mm_vision_tower", None) or getattr(vision_tower_cfg, "vision_tower", None)
     if not name:
         raise ValueError("No vision tower configured: set mm_vision_tower (config) or --vision_tower (training)")
+    if extra_layers is None:
+        from llava.model.multimodal_projector.registry import projector_class
+
+        projector = getattr(vision_tower_cfg, "mm_projector_type", None)
+        extra_layers = projector_class(projector).vision_layers(vision_tower_cfg) if projector else ()
     return CLIPVisionTower(
         name,
         select_layer=vision_tower_cfg.mm_vision_select_layer,

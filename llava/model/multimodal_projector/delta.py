@@ -501,12 +501,11 @@ def _released_map() -> tuple[tuple[str, str], ...]:
 def _setting(config, key: str):
     """``config.<key>``, or LlavaConfig's default when the config does not have it (a plain
     LlamaConfig or namespace, as upstream code passes to ``build_vision_projector``)."""
-    value = getattr(config, key, None)
-    if value is None:
-        from llava.model.language_model.configuration_llava import LlavaConfig
+    if hasattr(config, key):  # an explicit None stays None, and is refused where it is read
+        return getattr(config, key)
+    from llava.model.language_model.configuration_llava import LlavaConfig
 
-        value = getattr(LlavaConfig, key)
-    return value
+    return getattr(LlavaConfig, key)
 
 
 @register_projector("delta", "delatallava")

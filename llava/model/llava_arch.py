@@ -17,7 +17,7 @@ from llava.constants import (
 )
 from llava.model.multimodal_encoder.builder import build_vision_tower
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
-from llava.model.multimodal_projector.builder import build_vision_projector, projector_class
+from llava.model.multimodal_projector.builder import build_vision_projector
 from llava.model.multimodal_projector.registry import OwnInit
 
 logger = logging.getLogger(__name__)
@@ -29,10 +29,6 @@ def _check_merge_type(config) -> None:
         raise ValueError(f"mm_patch_merge_type {config.mm_patch_merge_type!r} is not supported; use 'flat'")
 
 
-def _projector_layers(config) -> tuple[int, ...]:
-    return projector_class(config.mm_projector_type).vision_layers(config)
-
-
 class LlavaMetaModel:
     """Mixin for the base model (``model.*``): owns ``vision_tower`` and ``mm_projector``."""
 
@@ -40,7 +36,7 @@ class LlavaMetaModel:
         super().__init__(config)
         if getattr(config, "mm_vision_tower", None):
             _check_merge_type(config)
-            self.vision_tower = build_vision_tower(config, extra_layers=_projector_layers(config), delay_load=True)
+            self.vision_tower = build_vision_tower(config, delay_load=True)
             self.mm_projector = build_vision_projector(config)
             self._projector_signature = _signature(config)
             self._check_grid()
@@ -82,7 +78,7 @@ class LlavaMetaModel:
         _check_merge_type(config)  # as at load time, so no run trains what cannot be loaded
         tower = self.get_vision_tower()
         if tower is None or tower.vision_tower_name != config.mm_vision_tower:
-            tower = build_vision_tower(config, extra_layers=_projector_layers(config))
+            tower = build_vision_tower(config)
             self.vision_tower = tower
         else:
             tower.load_model()

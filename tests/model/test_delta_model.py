@@ -11,7 +11,7 @@ import torch
 from transformers import CLIPVisionConfig
 
 from llava.mm_utils import tokenizer_image_token
-from llava.model import LlavaConfig, LlavaLlamaForCausalLM, weights
+from llava.model import LlavaLlamaForCausalLM, weights
 from llava.model.builder import load_pretrained_model
 from llava.model.multimodal_encoder.clip_encoder import build_image_processor
 from llava.model.multimodal_projector.delta import DeltaProjector

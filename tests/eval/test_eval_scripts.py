@@ -24,8 +24,9 @@ RUNNERS = {"llava.eval.model_vqa_loader", "llava.eval.model_vqa", "llava.eval.mo
            "llava.eval.model_vqa_mmbench"}
 
 # Stands in for `python`: records its arguments (one NUL-separated file per call) and creates the
-# answer / merged files the next step of the script expects.
+# answer / merged files the next step of the script expects; `python -c` runs the real python.
 STUB_PYTHON = r"""#!/bin/bash
+if [ "$1" = "-c" ]; then exec "$REAL_PYTHON" "$@"; fi  # common.sh's check of a hub id: the real one
 printf '%s\0' "$@" > "$(mktemp "$CALLS_DIR/call.XXXXXX")"
 prev=""
 for arg in "$@"; do
@@ -55,7 +56,8 @@ def stub_env(tmp_path):
     ckpt = tmp_path / "checkpoints" / "llava-v1.5-7b-delta"
     ckpt.mkdir(parents=True)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS_DIR": str(calls),
-           "CUDA_VISIBLE_DEVICES": "0,1"}
+           "CUDA_VISIBLE_DEVICES": "0,1", "REAL_PYTHON": sys.executable, "PYTHONPATH": str(ROOT),
+           "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     env.pop("CONV_MODE", None)
     return env, calls, ckpt
 
@@ -91,16 +93,51 @@ def test_script_command_lines_parse_with_the_real_parsers(bench, stub_env, tmp_p
     assert summary_flags == [label] or re.search(rf"^{label}: \w[\w ]* = \S+", out.stdout, re.M), out.stdout
 
 
-def test_script_needs_a_checkpoint_folder(stub_env, tmp_path):
-    env, _, _ = stub_env
-    out = subprocess.run(["bash", str(SCRIPTS / "textvqa.sh"), "liuhaotian/llava-v1.5-13b"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and "must be a local folder; got 'liuhaotian/llava-v1.5-13b'" in out.stderr
+def cache_hub_model(cache: Path, repo_id: str, folder: Path | None = None) -> Path:
+    """Writes ``folder`` (or a bare config) into ``cache`` in the Hugging Face cache's layout, as
+    ``hf download repo_id`` would; returns the snapshot folder."""
+    commit = "0" * 40
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    if folder is None:
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").write_text("{}")
+    else:
+        shutil.copytree(folder, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_script_checkpoint_is_a_folder_or_a_cached_hub_id(stub_env, tmp_path):
+    env, calls_dir, _ = stub_env
+    run = lambda *argv: subprocess.run(["bash", str(SCRIPTS / "textvqa.sh"), *argv], cwd=tmp_path,  # noqa: E731
+                                       env=env, capture_output=True, text=True, timeout=120)
+    out = run()
+    assert out.returncode == 2 and out.stderr.startswith(f"usage: bash {SCRIPTS / 'textvqa.sh'} CHECKPOINT")
+    # upstream's scripts pass hub ids; one that was never downloaded stops the script before any chunk
+    out = run("liuhaotian/llava-v1.5-13b")
+    assert out.returncode == 2, out.stderr
+    assert ("CHECKPOINT liuhaotian/llava-v1.5-13b is not a local folder, and the Hugging Face cache has no copy"
+            in out.stderr and "`hf download liuhaotian/llava-v1.5-13b`" in out.stderr)
+    out = run("./checkpoints/llava-v1.5-13b")
+    assert out.returncode == 2 and "CHECKPOINT ./checkpoints/llava-v1.5-13b is not a local folder" in out.stderr
+    assert not list(calls_dir.iterdir())  # no runner started
+
+    cache_hub_model(tmp_path / "hub", "liuhaotian/llava-v1.5-13b")
+    out = run("liuhaotian/llava-v1.5-13b", "--batch-size", "4")
+    assert out.returncode == 0, out.stderr
+    runs = [argv for argv in _calls(calls_dir) if argv[:2] == ["-m", "llava.eval.model_vqa_loader"]]
+    assert len(runs) == 2
+    for argv in runs:
+        args = importlib.import_module("llava.eval.model_vqa_loader").build_parser().parse_args(argv[2:])
+        assert args.model_path == "liuhaotian/llava-v1.5-13b" and args.batch_size == 4
+        assert re.search(r"/textvqa/answers/llava-v1\.5-13b/2_[01]\.jsonl$", args.answers_file)
 
 
 def test_pope_script_end_to_end_on_cpu(tmp_path, tiny_checkpoint, image_folder):
     """One chunk on CPU (the stubbed runs above cover several), merged and scored: the last line is
-    the summary."""
+    the summary. The checkpoint is given as a hub id in the local cache, as upstream's scripts do."""
     pope = tmp_path / "playground" / "data" / "eval" / "pope"
     shutil.copytree(image_folder, pope / "val2014")
     rows = {"adversarial": [("a.png", "dog", "yes"), ("b.png", "cat", "no"), ("sub/c.png", "car", "no")],
@@ -120,7 +157,10 @@ def test_pope_script_end_to_end_on_cpu(tmp_path, tiny_checkpoint, image_folder):
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "0",
            "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    out = subprocess.run(["bash", str(SCRIPTS / "pope.sh"), tiny_checkpoint, "--device", "cpu",
+    # the checkpoint as upstream's scripts name it, a hub id, here found in a local cache
+    cache_hub_model(tmp_path / "hub", "someone/llava-tiny-mlp2x", Path(tiny_checkpoint))
+    env["HF_HUB_CACHE"] = str(tmp_path / "hub")
+    out = subprocess.run(["bash", str(SCRIPTS / "pope.sh"), "someone/llava-tiny-mlp2x", "--device", "cpu",
                           "--max_new_tokens", "4", "--batch-size", "2"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

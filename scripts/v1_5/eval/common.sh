@@ -1,8 +1,10 @@
 # Sourced by every scripts/v1_5/eval/<bench>.sh: the checkpoint argument, chunks, merging.
 #
-#   bash scripts/v1_5/eval/<bench>.sh CHECKPOINT_DIR [runner arguments...]
+#   bash scripts/v1_5/eval/<bench>.sh CHECKPOINT [runner arguments...]
 #
-# CHECKPOINT_DIR is a local checkpoint folder; its base name (CKPT) names the answer files.
+# CHECKPOINT is a local checkpoint folder, or a hub id such as liuhaotian/llava-v1.5-13b (what
+# upstream's scripts pass) already in the local Hugging Face cache: nothing is downloaded. Its
+# base name (CKPT, e.g. llava-v1.5-13b) names the answer files.
 # Runner arguments go to the model runner as they are, e.g. --batch-size 8, --device cpu,
 # --model-base ./checkpoints/vicuna-7b-v1.5 (projector-only or LoRA checkpoints), --no-resume.
 # One chunk runs per GPU in CUDA_VISIBLE_DEVICES (default "0": one chunk; a machine without a
@@ -11,12 +13,28 @@
 
 set -euo pipefail
 
-if [ $# -lt 1 ] || [ ! -d "$1" ]; then
-    echo "usage: bash $0 CHECKPOINT_DIR [runner arguments, e.g. --batch-size 8]" >&2
-    echo "  CHECKPOINT_DIR must be a local folder${1:+; got '$1'}" >&2
+usage() {
+    echo "usage: bash $0 CHECKPOINT [runner arguments, e.g. --batch-size 8]" >&2
+    echo "  CHECKPOINT: a local folder, or a hub id already in the local Hugging Face cache" >&2
+}
+if [ $# -lt 1 ]; then
+    usage
     exit 2
 fi
 CKPT_PATH=${1%/}
+if [ ! -d "$CKPT_PATH" ]; then
+    # Checked here, before any chunk starts: the runners resolve the id the same way.
+    if ! python -c '
+import sys
+from llava.model.builder import resolve_local
+try:
+    resolve_local(sys.argv[1], "CHECKPOINT")
+except FileNotFoundError as err:
+    sys.exit(str(err))' "$CKPT_PATH"; then
+        usage
+        exit 2
+    fi
+fi
 shift
 RUNNER_ARGS=("$@")
 CKPT=$(basename "$CKPT_PATH")

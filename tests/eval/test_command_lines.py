@@ -35,6 +35,13 @@ UPSTREAM_COMMAND_LINES = [
     ("convert_answer_to_mme", "--experiment llava-v1.5-13b"),
     ("calculation_mme", "--results_dir answers/llava-v1.5-13b"),
     ("merge_answers", "--answers-dir ./playground/data/eval/seed_bench/answers/llava-v1.5-13b --num-chunks 8"),
+    ("eval_gpt_review_bench", "--question playground/data/eval/llava-bench-in-the-wild/questions.jsonl "
+                              "--context playground/data/eval/llava-bench-in-the-wild/context.jsonl "
+                              "--rule llava/eval/table/rule.json "
+                              "--answer-list playground/data/eval/llava-bench-in-the-wild/answers_gpt4.jsonl "
+                              "playground/data/eval/llava-bench-in-the-wild/answers/llava-v1.5-13b.jsonl "
+                              "--output playground/data/eval/llava-bench-in-the-wild/reviews/llava-v1.5-13b.jsonl"),
+    ("summarize_gpt_review", "-f playground/data/eval/llava-bench-in-the-wild/reviews/llava-v1.5-13b.jsonl"),
 ]
 
 

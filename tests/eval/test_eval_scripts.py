@@ -58,7 +58,8 @@ def stub_env(tmp_path):
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS_DIR": str(calls),
            "CUDA_VISIBLE_DEVICES": "0,1", "REAL_PYTHON": sys.executable, "PYTHONPATH": str(ROOT),
            "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
-    env.pop("CONV_MODE", None)
+    for name in ("CONV_MODE", "OPENAI_API_KEY", "OPENAI_BASE_URL", "LLAVABENCH_RULE", "JUDGE_MODEL"):
+        env.pop(name, None)
     return env, calls, ckpt
 
 
@@ -133,6 +134,32 @@ def test_script_checkpoint_is_a_folder_or_a_cached_hub_id(stub_env, tmp_path):
         args = importlib.import_module("llava.eval.model_vqa_loader").build_parser().parse_args(argv[2:])
         assert args.model_path == "liuhaotian/llava-v1.5-13b" and args.batch_size == 4
         assert re.search(r"/textvqa/answers/llava-v1\.5-13b/2_[01]\.jsonl$", args.answers_file)
+
+
+def test_llavabench_reviews_when_a_judge_is_set(stub_env, tmp_path):
+    env, calls_dir, ckpt = stub_env
+    bench = tmp_path / "playground" / "data" / "eval" / "llava-bench-in-the-wild"
+    bench.mkdir(parents=True)
+    env = {**env, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "JUDGE_MODEL": "judge-1"}
+    run = lambda: subprocess.run(["bash", str(SCRIPTS / "llavabench.sh"), str(ckpt)], cwd=tmp_path,  # noqa: E731
+                                 env=env, capture_output=True, text=True, timeout=120)
+    out = run()  # the judge's files are checked before any answer is generated
+    assert out.returncode == 2
+    assert "llavabench: the review needs ./playground/data/eval/llava-bench-in-the-wild/rule.json" in out.stderr
+    assert not list(calls_dir.iterdir())
+    for name in ("rule.json", "context.jsonl", "answers_gpt4.jsonl"):
+        (bench / name).write_text("{}")
+    out = run()
+    assert out.returncode == 0, out.stderr
+    modules = {argv[1]: argv[2:] for argv in _calls(calls_dir) if argv[0] == "-m"}
+    review = importlib.import_module("llava.eval.eval_gpt_review_bench").build_parser().parse_args(
+        modules["llava.eval.eval_gpt_review_bench"])
+    assert review.judge_model == "judge-1" and review.rule.endswith("llava-bench-in-the-wild/rule.json")
+    assert [Path(p).name for p in review.answer_list] == ["answers_gpt4.jsonl", "llava-v1.5-7b-delta.jsonl"]
+    assert review.output.endswith("llava-bench-in-the-wild/reviews/llava-v1.5-7b-delta.jsonl")
+    summary = importlib.import_module("llava.eval.summarize_gpt_review").build_parser().parse_args(
+        modules["llava.eval.summarize_gpt_review"])
+    assert summary.files == [review.output] and summary.summary == "llavabench llava-v1.5-7b-delta"
 
 
 def test_pope_script_end_to_end_on_cpu(tmp_path, tiny_checkpoint, image_folder):

@@ -61,6 +61,18 @@ def tiny_llava_model(config: LlavaConfig, seed: int = 0) -> LlavaLlamaForCausalL
     return model.eval()
 
 
+def hub_cache_snapshot(cache: Path, repo_id: str) -> Path:
+    """An empty snapshot folder of ``repo_id`` in a Hugging Face cache at ``cache``, laid out as
+    ``hf download`` leaves it (``refs/main`` names the snapshot); fill it with the model's files."""
+    commit = "0" * 40
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    return snapshot
+
+
 @pytest.fixture(scope="session")
 def tower_dir(tmp_path_factory) -> str:
     return make_tower(tmp_path_factory.mktemp("tower"))

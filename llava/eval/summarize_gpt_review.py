@@ -18,9 +18,8 @@ import glob
 import os
 from collections import defaultdict
 
+from llava.eval.eval_gpt_review_bench import UNSCORED
 from llava.eval.io_utils import format_ids, id_key, load_jsonl
-
-UNSCORED = [-1, -1]
 
 
 def summarize_file(path: str, ignore: set[str] = frozenset()) -> dict:

@@ -33,7 +33,6 @@ class Chunk:
     time_to_first_token: float | None = None
 
 
-
 class ControllerBackend:
     """Models served by workers behind a controller (``--controller-url``), as upstream's demo.
 

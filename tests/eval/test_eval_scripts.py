@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from llava.eval import calculation_mme, convert_seed_for_submission, eval_gqa, eval_science_qa, eval_textvqa
+from tests.conftest import hub_cache_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "v1_5" / "eval"
@@ -94,22 +95,6 @@ def test_script_command_lines_parse_with_the_real_parsers(bench, stub_env, tmp_p
     assert summary_flags == [label] or re.search(rf"^{label}: \w[\w ]* = \S+", out.stdout, re.M), out.stdout
 
 
-def cache_hub_model(cache: Path, repo_id: str, folder: Path | None = None) -> Path:
-    """Writes ``folder`` (or a bare config) into ``cache`` in the Hugging Face cache's layout, as
-    ``hf download repo_id`` would; returns the snapshot folder."""
-    commit = "0" * 40
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    if folder is None:
-        snapshot.mkdir(parents=True)
-        (snapshot / "config.json").write_text("{}")
-    else:
-        shutil.copytree(folder, snapshot)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
-
-
 def test_script_checkpoint_is_a_folder_or_a_cached_hub_id(stub_env, tmp_path):
     env, calls_dir, _ = stub_env
     run = lambda *argv: subprocess.run(["bash", str(SCRIPTS / "textvqa.sh"), *argv], cwd=tmp_path,  # noqa: E731
@@ -125,7 +110,7 @@ def test_script_checkpoint_is_a_folder_or_a_cached_hub_id(stub_env, tmp_path):
     assert out.returncode == 2 and "CHECKPOINT ./checkpoints/llava-v1.5-13b is not a local folder" in out.stderr
     assert not list(calls_dir.iterdir())  # no runner started
 
-    cache_hub_model(tmp_path / "hub", "liuhaotian/llava-v1.5-13b")
+    (hub_cache_snapshot(tmp_path / "hub", "liuhaotian/llava-v1.5-13b") / "config.json").write_text("{}")
     out = run("liuhaotian/llava-v1.5-13b", "--batch-size", "4")
     assert out.returncode == 0, out.stderr
     runs = [argv for argv in _calls(calls_dir) if argv[:2] == ["-m", "llava.eval.model_vqa_loader"]]
@@ -185,7 +170,8 @@ def test_pope_script_end_to_end_on_cpu(tmp_path, tiny_checkpoint, image_folder):
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "0",
            "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     # the checkpoint as upstream's scripts name it, a hub id, here found in a local cache
-    cache_hub_model(tmp_path / "hub", "someone/llava-tiny-mlp2x", Path(tiny_checkpoint))
+    shutil.copytree(tiny_checkpoint, hub_cache_snapshot(tmp_path / "hub", "someone/llava-tiny-mlp2x"),
+                    dirs_exist_ok=True)
     env["HF_HUB_CACHE"] = str(tmp_path / "hub")
     out = subprocess.run(["bash", str(SCRIPTS / "pope.sh"), "someone/llava-tiny-mlp2x", "--device", "cpu",
                           "--max_new_tokens", "4", "--batch-size", "2"],

@@ -14,7 +14,7 @@ from llava.mm_utils import tokenizer_image_token
 from llava.model import LlavaLlamaForCausalLM, weights
 from llava.model.attention import select_attn_implementation
 from llava.model.builder import checkpoint_kind, load_pretrained_model
-from tests.conftest import tiny_llava_config, tiny_llava_model
+from tests.conftest import hub_cache_snapshot, tiny_llava_config, tiny_llava_model
 
 PROMPT = "USER: <image>\nWhat is in the image? ASSISTANT:"
 
@@ -154,13 +154,10 @@ def test_hub_id_loads_from_the_hugging_face_cache_only(tmp_path, reference, llam
     Hugging Face cache (its on-disk layout, written here); one not cached says how to get it."""
     import huggingface_hub.constants
 
-    cache, commit = tmp_path / "hub", "0" * 40
-    repo = cache / "models--someone--llava-v1.5-tiny"
-    snapshot = repo / "snapshots" / commit
+    cache = tmp_path / "hub"
+    snapshot = hub_cache_snapshot(cache, "someone/llava-v1.5-tiny")
     reference.save_pretrained(snapshot)
     _save_tokenizer(llama_tokenizer, snapshot)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
 
     tokenizer, model, _, _ = load_pretrained_model("someone/llava-v1.5-tiny", None, None, device="cpu")

@@ -18,8 +18,7 @@ scores (1-10) on its first line. Each output line is ``{"id", "question_id", "an
 turns them into the relative score LLaVA reports.
 
 The judge is any OpenAI-compatible chat-completions API: OpenAI's by default (key from
-``$OPENAI_API_KEY``), or a local server with ``--api-base``. This is the one module of the package
-that uses the network, and only when run.
+``$OPENAI_API_KEY``), or a local server with ``--api-base`` (see :mod:`llava.eval.judge`).
 
 Differences from upstream, on purpose: answers are matched to questions by id, not by line position
 (a missing answer is an error naming the question); every line is written as soon as it is reviewed
@@ -35,26 +34,16 @@ import argparse
 import json
 import os
 import sys
-import time
-from dataclasses import dataclass
-
-import requests
 
 from llava.eval.io_utils import format_ids, id_key, index_by_id, load_answers, load_json, load_jsonl
+from llava.eval.judge import Judge, JudgeError, add_judge_args, judge_from_args
 
 #: The judge's system message and sampling temperature in upstream's review (kept so scores compare).
 SYSTEM_PROMPT = "You are a helpful and precise assistant for checking the quality of the answer."
 TEMPERATURE = 0.2
-OPENAI_API_BASE = "https://api.openai.com/v1"
 #: Upstream's judge; OpenAI has retired it, so pass a current model with --judge-model.
 DEFAULT_JUDGE = "gpt-4-0314"
-#: HTTP statuses worth a retry: rate limits and server-side failures.
-RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 UNSCORED = [-1, -1]
-
-
-class JudgeError(RuntimeError):
-    """The judge API failed for a question (the message names it and gives the API's reason)."""
 
 
 def parse_score(review: str) -> list[float]:
@@ -77,74 +66,10 @@ def review_content(context: str, question: str, answer1: str, answer2: str, role
             f"[System]\n{prompt}\n\n")
 
 
-@dataclass
-class Judge:
-    """An OpenAI-compatible chat-completions endpoint.
-
-    Args:
-        api_base: e.g. ``https://api.openai.com/v1``; requests go to ``{api_base}/chat/completions``.
-        model: the judge model.
-        api_key: sent as a bearer token (None: no Authorization header, for local servers).
-        max_tokens: the longest review.
-        retries: attempts after the first for connection errors, timeouts, 408/409/429/5xx.
-        retry_wait: seconds before the first retry; doubled after each.
-        timeout: seconds for one request.
-    """
-
-    api_base: str
-    model: str
-    api_key: str | None
-    max_tokens: int = 1024
-    retries: int = 5
-    retry_wait: float = 2.0
-    timeout: float = 120.0
-
-    @property
-    def url(self) -> str:
-        return self.api_base.rstrip("/") + "/chat/completions"
-
-    def review(self, content: str, what: str) -> str:
-        """The judge's review of ``content``.
-
-        Args:
-            what: names the item in error messages, e.g. "question 7".
-        Raises:
-            JudgeError: the API refused, or failed on every attempt.
-        """
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        payload = {"model": self.model, "temperature": TEMPERATURE, "max_tokens": self.max_tokens,
-                   "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]}
-        wait, last = self.retry_wait, ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                print(f"retrying {what} in {wait:g} s ({last})", file=sys.stderr)
-                time.sleep(wait)
-                wait *= 2
-            try:
-                response = requests.post(self.url, json=payload, headers=headers, timeout=self.timeout)
-            except requests.RequestException as err:
-                last = f"{type(err).__name__}: {err}"
-                continue
-            if response.status_code in RETRY_STATUSES:
-                last = f"HTTP {response.status_code}: {_api_message(response)}"
-                continue
-            if response.status_code != 200:
-                raise JudgeError(f"Judge {self.url} refused {what}: HTTP {response.status_code}: "
-                                 f"{_api_message(response)}")
-            try:
-                return response.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError) as err:
-                raise JudgeError(f"Judge {self.url} answered {what} without choices[0].message.content: "
-                                 f"{response.text[:300]!r}") from err
-        raise JudgeError(f"Judge {self.url} failed {what} {self.retries + 1} times; last: {last}")
-
-
-def _api_message(response: requests.Response) -> str:
-    """The error message of an OpenAI-style error body, else the start of the body."""
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:300]
+def review(judge: Judge, content: str, what: str) -> str:
+    """The judge's review of one judge message, with upstream's system message and temperature."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]
+    return judge.complete(messages, what, TEMPERATURE)[0]
 
 
 def _context_text(record: dict, path: str) -> str:
@@ -228,7 +153,7 @@ def run_review(items: list[tuple[dict, str]], judge: Judge, output: str) -> dict
             key = id_key(record["question_id"])
             if key in done:
                 continue
-            text = judge.review(content, f"question {record['question_id']!r}")
+            text = review(judge, content, f"question {record['question_id']!r}")
             record = {**record, "content": text, "tuple": parse_score(text)}
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -247,27 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-r", "--rule", required=True, help="upstream's rule.json")
     parser.add_argument("-o", "--output", required=True, help="review jsonl (resumed if it exists)")
     parser.add_argument("--max-tokens", type=int, default=1024, help="longest review")
-    parser.add_argument("--judge-model", default=DEFAULT_JUDGE,
-                        help=f"default {DEFAULT_JUDGE} (upstream's; retired by OpenAI, so name a current one)")
-    parser.add_argument("--api-base", default=os.environ.get("OPENAI_BASE_URL", OPENAI_API_BASE),
-                        help="an OpenAI-compatible API (default $OPENAI_BASE_URL, else OpenAI's)")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                        help="environment variable holding the API key (needed for OpenAI's API)")
-    parser.add_argument("--retries", type=int, default=5)
-    parser.add_argument("--retry-wait", type=float, default=2.0, help="seconds before the first retry (doubles)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    add_judge_args(parser, DEFAULT_JUDGE,
+                   f"default {DEFAULT_JUDGE} (upstream's; retired by OpenAI, so name a current one)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    api_key = os.environ.get(args.api_key_env) or None
-    if api_key is None and args.api_base.rstrip("/") == OPENAI_API_BASE:
-        sys.exit(f"error: the judge is OpenAI's API and ${args.api_key_env} is not set: export it, or pass "
-                 f"--api-base for another OpenAI-compatible server")
+    judge = judge_from_args(args, args.max_tokens)
     items = build_reviews(args.question, args.context, args.rule, args.answer_list)
-    judge = Judge(args.api_base, args.judge_model, api_key, args.max_tokens, args.retries, args.retry_wait,
-                  args.timeout)
     try:
         result = run_review(items, judge, args.output)
     except JudgeError as err:

@@ -59,7 +59,8 @@ def stub_env(tmp_path):
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS_DIR": str(calls),
            "CUDA_VISIBLE_DEVICES": "0,1", "REAL_PYTHON": sys.executable, "PYTHONPATH": str(ROOT),
            "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
-    for name in ("CONV_MODE", "OPENAI_API_KEY", "OPENAI_BASE_URL", "LLAVABENCH_RULE", "JUDGE_MODEL"):
+    for name in ("CONV_MODE", "OPENAI_API_KEY", "OPENAI_BASE_URL", "LLAVABENCH_RULE", "JUDGE_MODEL", "MMVET_DATA",
+                 "MMVET_PROMPT", "MMVET_RUNS"):
         env.pop(name, None)
     return env, calls, ckpt
 
@@ -145,6 +146,33 @@ def test_llavabench_reviews_when_a_judge_is_set(stub_env, tmp_path):
     summary = importlib.import_module("llava.eval.summarize_gpt_review").build_parser().parse_args(
         modules["llava.eval.summarize_gpt_review"])
     assert summary.files == [review.output] and summary.summary == "llavabench llava-v1.5-7b-delta"
+
+
+def test_mmvet_grades_when_a_judge_is_set(stub_env, tmp_path):
+    env, calls_dir, ckpt = stub_env
+    data = tmp_path / "mm-vet-zip"
+    env = {**env, "OPENAI_API_KEY": "sk-test", "MMVET_DATA": str(data), "JUDGE_MODEL": "judge-1", "MMVET_RUNS": "5",
+           "MMVET_PROMPT": str(tmp_path / "prompt.txt")}
+    run = lambda: subprocess.run(["bash", str(SCRIPTS / "mmvet.sh"), str(ckpt)], cwd=tmp_path,  # noqa: E731
+                                 env=env, capture_output=True, text=True, timeout=120)
+    out = run()  # the grader's files are checked before any answer is generated
+    assert out.returncode == 2 and f"mmvet: the grading needs {data}/mm-vet.json" in out.stderr
+    assert not list(calls_dir.iterdir())
+    data.mkdir()
+    (data / "mm-vet.json").write_text("{}")
+    out = run()
+    assert out.returncode == 2 and f"mmvet: the grading needs {tmp_path}/prompt.txt" in out.stderr
+    (tmp_path / "prompt.txt").write_text("Score it.")
+    out = run()
+    assert out.returncode == 0, out.stderr
+    modules = {argv[1]: argv[2:] for argv in _calls(calls_dir) if argv[0] == "-m"}
+    grade = importlib.import_module("llava.eval.eval_mmvet").build_parser().parse_args(modules["llava.eval.eval_mmvet"])
+    assert grade.mmvet_path == str(data) and grade.model == "llava-v1.5-7b-delta" and grade.num_run == 5
+    assert grade.result_path.endswith("mm-vet/results") and grade.judge_model == "judge-1"
+    assert grade.prompt_file == str(tmp_path / "prompt.txt")
+    convert = importlib.import_module("llava.eval.convert_mmvet_for_eval").build_parser().parse_args(
+        modules["llava.eval.convert_mmvet_for_eval"])
+    assert convert.dst == f"{grade.result_path}/{grade.model}.json"  # the grader reads what the converter wrote
 
 
 def test_pope_script_end_to_end_on_cpu(tmp_path, tiny_checkpoint, image_folder):

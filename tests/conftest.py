@@ -61,6 +61,38 @@ def tiny_llava_model(config: LlavaConfig, seed: int = 0) -> LlavaLlamaForCausalL
     return model.eval()
 
 
+def released_projector_state(model) -> dict[str, torch.Tensor]:
+    """A delta model's projector under the released Delta-LLaVA code's names (``model.mm_projector.*``;
+    the inverse of ``DeltaProjector.convert_released_state_dict``)."""
+    from llava.model.multimodal_projector.delta import DeltaProjector
+
+    ours = model.get_model().mm_projector.state_dict()
+    released_names = {}
+    for key in _released_projector_keys(model):
+        converted = DeltaProjector.convert_released_state_dict({key: torch.zeros(1)})
+        released_names[next(iter(converted))] = key
+    assert set(released_names) == set(ours)
+    return {f"model.mm_projector.{released_names[k]}": v for k, v in ours.items()}
+
+
+def _released_projector_keys(model) -> list[str]:
+    c = model.get_model().mm_projector.in_features
+    keys = []
+    for p in ("q_proj_1", "k_proj_1", "v_proj_1"):
+        keys += [f"{p}.shared_weight.weight", f"{p}.U", f"{p}.V", f"{p}.norm.weight", f"{p}.norm.bias"]
+    keys += ["clip_attn.in_proj_weight", "clip_attn.in_proj_bias", "clip_attn.out_proj.weight",
+             "clip_attn.out_proj.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
+    ntb = "combined_block.ntb"
+    keys += [f"{ntb}.patch_embed.conv.weight", f"{ntb}.norm_mhsa.weight", f"{ntb}.norm_mhsa.bias",
+             f"{ntb}.e_mhsa.norm.weight", f"{ntb}.e_mhsa.norm.bias", f"{ntb}.projection.conv.weight",
+             f"{ntb}.mhca.group_conv3x3.weight", f"{ntb}.mhca.norm.weight", f"{ntb}.mhca.norm.bias",
+             f"{ntb}.mhca.projection.weight", f"{ntb}.mlp.conv1.weight", f"{ntb}.mlp.conv1.bias",
+             f"{ntb}.mlp.conv2.weight", f"{ntb}.mlp.conv2.bias"]
+    keys += [f"{ntb}.e_mhsa.{n}.{t}" for n in ("q", "k", "v", "proj") for t in ("weight", "bias")]
+    assert c % 32 == 0
+    return keys
+
+
 def hub_cache_snapshot(cache: Path, repo_id: str) -> Path:
     """An empty snapshot folder of ``repo_id`` in a Hugging Face cache at ``cache``, laid out as
     ``hf download`` leaves it (``refs/main`` names the snapshot); fill it with the model's files."""

@@ -190,11 +190,7 @@ def load_pretrained_model(
             model_path, config=config, output_loading_info=True, key_mapping=weights.CHECKPOINT_KEY_MAPPING,
             **load_kwargs)
         missing = set(info["missing_keys"])
-        if any(k.startswith("model.mm_projector.") for k in missing):
-            # Released Delta-LLaVA names are not ours: read them and map them.
-            projector_weights = weights.read_checkpoint_tensors(model_path, lambda k: "mm_projector." in k)
-            weights.load_projector_weights(model.get_model().mm_projector, projector_weights,
-                                           config.mm_projector_type, source=model_path)
+        load_unmatched_projector(model, missing, model_path)
     else:
         # The config counts the tokens the run added (<im_start>, ...); the base has its own vocabulary,
         # and _add_image_tokens grows it below.
@@ -230,6 +226,24 @@ def load_pretrained_model(
         # Stage 1 trained the <im_start>/<im_end> rows and saved them with the projector.
         weights.copy_new_token_rows(model.get_input_embeddings().weight.data, stage1, added, model_path)
     return _finish(tokenizer, model, tower.image_processor, device, quant)
+
+
+def load_unmatched_projector(model, missing_keys, checkpoint: str) -> None:
+    """Loads a full checkpoint's projector when ``from_pretrained`` matched none of its keys.
+
+    Released Delta-LLaVA checkpoints store the projector under the released code's names, which
+    ``from_pretrained`` leaves unloaded (and the projector at its random init); this reads them from
+    ``checkpoint`` (a local folder) and maps them. A no-op when the projector loaded.
+
+    Raises:
+        ValueError: the checkpoint has no projector weights that fit (names the folder and keys).
+    """
+    if not any(k.startswith("model.mm_projector.") for k in missing_keys):
+        return
+    projector = model.get_model().mm_projector
+    tensors = weights.read_checkpoint_tensors(checkpoint, lambda k: "mm_projector." in k)
+    with weights.zero3_gathered(list(projector.parameters())):  # partitioned under ZeRO-3
+        weights.load_projector_weights(projector, tensors, model.config.mm_projector_type, source=checkpoint)
 
 
 def _has_tokenizer(folder: str) -> bool:

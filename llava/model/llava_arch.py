@@ -17,7 +17,7 @@ from llava.constants import (
 from llava.model.multimodal_encoder.builder import build_vision_tower
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_projector.builder import build_vision_projector
-from llava.model.multimodal_projector.registry import OwnInit
+from llava.model.multimodal_projector.registry import OwnInit, canonical_projector_name
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +85,16 @@ class LlavaMetaModel:
         config.mm_hidden_size = tower.hidden_size
         # Keep a projector that already matches the config (e.g. from a stage-1 checkpoint); a
         # changed projector type or shape gets a fresh one.
-        if getattr(self, "mm_projector", None) is None or self._projector_signature != _signature(config):
+        signature = _signature(config)
+        if getattr(self, "mm_projector", None) is None or self._projector_signature != signature:
+            if getattr(self, "mm_projector", None) is not None:
+                old = dict(self._projector_signature)
+                changed = ", ".join(f"{k} {old[k]} -> {v}" for k, v in signature if old[k] != v)
+                logger.warning("The training arguments replace the checkpoint's %s projector with a new %s projector "
+                               "(%s); its weights are not used", old["type"], config.mm_projector_type, changed)
             self.mm_projector = build_vision_projector(config).to(
                 device=self.embed_tokens.weight.device, dtype=self.embed_tokens.weight.dtype)
-            self._projector_signature = _signature(config)
+            self._projector_signature = signature
         self._check_grid()
         for p in self.mm_projector.parameters():
             p.requires_grad = True
@@ -100,8 +106,12 @@ class LlavaMetaModel:
 
 
 def _signature(config) -> tuple:
-    return (config.mm_projector_type, config.mm_hidden_size, config.hidden_size, config.scale_factor,
-            config.mm_delta_rank, str(config.mm_delta_layers), config.mm_delta_depth, config.mm_delta_per_level)
+    """What fixes the projector's modules and shapes, as ``(name, value)`` pairs. Aliases of one
+    projector (``delatallava``, the released code's name for ``delta``) are the same projector."""
+    return (("type", canonical_projector_name(config.mm_projector_type)), ("mm_hidden_size", config.mm_hidden_size), ("hidden_size", config.hidden_size),
+            ("scale_factor", config.scale_factor), ("mm_delta_rank", config.mm_delta_rank),
+            ("mm_delta_layers", str(config.mm_delta_layers)), ("mm_delta_depth", config.mm_delta_depth),
+            ("mm_delta_per_level", config.mm_delta_per_level))
 
 
 class LlavaMetaForCausalLM:

@@ -14,8 +14,7 @@ from llava.mm_utils import tokenizer_image_token
 from llava.model import LlavaLlamaForCausalLM, weights
 from llava.model.builder import load_pretrained_model
 from llava.model.multimodal_encoder.clip_encoder import build_image_processor
-from llava.model.multimodal_projector.delta import DeltaProjector
-from tests.conftest import make_tower, tiny_llava_config, tiny_llava_model
+from tests.conftest import make_tower, released_projector_state, tiny_llava_config, tiny_llava_model
 
 PROMPT = "USER: <image>\nWhat is in the image? ASSISTANT:"
 
@@ -93,38 +92,9 @@ def test_stage1_projector_file_round_trip_through_pretrain_adapter(tmp_path, del
     assert all(k.startswith("model.mm_projector.") for k in state)
 
 
-def _released_state(model) -> dict[str, torch.Tensor]:
-    """The model's projector under the released code's names (the inverse of our mapping)."""
-    ours = model.get_model().mm_projector.state_dict()
-    released_names = {}
-    for key in _released_keys(model):
-        converted = DeltaProjector.convert_released_state_dict({key: torch.zeros(1)})
-        released_names[next(iter(converted))] = key
-    assert set(released_names) == set(ours)
-    return {f"model.mm_projector.{released_names[k]}": v for k, v in ours.items()}
-
-
-def _released_keys(model) -> list[str]:
-    c = model.get_model().mm_projector.in_features
-    keys = []
-    for p in ("q_proj_1", "k_proj_1", "v_proj_1"):
-        keys += [f"{p}.shared_weight.weight", f"{p}.U", f"{p}.V", f"{p}.norm.weight", f"{p}.norm.bias"]
-    keys += ["clip_attn.in_proj_weight", "clip_attn.in_proj_bias", "clip_attn.out_proj.weight",
-             "clip_attn.out_proj.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
-    ntb = "combined_block.ntb"
-    keys += [f"{ntb}.patch_embed.conv.weight", f"{ntb}.norm_mhsa.weight", f"{ntb}.norm_mhsa.bias",
-             f"{ntb}.e_mhsa.norm.weight", f"{ntb}.e_mhsa.norm.bias", f"{ntb}.projection.conv.weight",
-             f"{ntb}.mhca.group_conv3x3.weight", f"{ntb}.mhca.norm.weight", f"{ntb}.mhca.norm.bias",
-             f"{ntb}.mhca.projection.weight", f"{ntb}.mlp.conv1.weight", f"{ntb}.mlp.conv1.bias",
-             f"{ntb}.mlp.conv2.weight", f"{ntb}.mlp.conv2.bias"]
-    keys += [f"{ntb}.e_mhsa.{n}.{t}" for n in ("q", "k", "v", "proj") for t in ("weight", "bias")]
-    assert c % 32 == 0
-    return keys
-
-
 def test_released_mm_projector_bin_loads_through_pretrain_adapter(tmp_path, delta_model, delta_tower,
                                                                   llama_tokenizer):
-    released = _released_state(delta_model)
+    released = released_projector_state(delta_model)
     torch.save(released, tmp_path / "mm_projector.bin")
     fresh = tiny_llava_model(tiny_llava_config(delta_tower, llama_tokenizer, projector="delta"), seed=1)
     fresh.load_state_dict({k: v for k, v in delta_model.state_dict().items() if "mm_projector" not in k},
@@ -142,7 +112,7 @@ def test_released_full_checkpoint_with_delatallava_config(tmp_path, delta_model,
     folder = tmp_path / "delta-llava-released"
     folder.mkdir()
     state = {k: v for k, v in delta_model.state_dict().items() if ".mm_projector." not in k}
-    state.update(_released_state(delta_model))
+    state.update(released_projector_state(delta_model))
     torch.save(state, folder / "pytorch_model.bin")
     config = delta_model.config.to_dict()
     for key in ("mm_delta_rank", "mm_delta_depth", "mm_delta_per_level", "conv_mode"):

@@ -58,7 +58,8 @@ def build_offline(argv: list[str]):
 def test_recipes_exist():
     names = {p.name for p in training_recipes()}
     assert {"pretrain.sh", "finetune.sh", "finetune_lora.sh", "pretrain_delta.sh", "finetune_delta.sh",
-            "finetune_lora_delta.sh"} <= names
+            "finetune_lora_delta.sh", "finetune_task.sh", "finetune_task_lora.sh", "finetune_task_delta.sh",
+            "finetune_task_lora_delta.sh"} <= names
 
 
 @pytest.mark.parametrize("script", training_recipes(), ids=lambda p: str(p.relative_to(REPO)))
@@ -73,6 +74,11 @@ def test_every_recipe_argument_parses(script):
     if "delta" in script.name:
         assert model_args.mm_projector_type == "delta" and model_args.scale_factor == 2
     pretrain = "pretrain" in script.name
+    if "task" in script.name:  # on from a trained LLaVA checkpoint: its projector, no stage-1 file
+        assert model_args.pretrain_mm_mlp_adapter is None
+        assert model_args.model_name_or_path in ("liuhaotian/llava-v1.5-13b", "./checkpoints/llava-v1.5-7b-delta")
+    elif not pretrain:
+        assert model_args.pretrain_mm_mlp_adapter.endswith("-pretrain/mm_projector.bin")
     assert model_args.tune_mm_mlp_adapter == pretrain
     assert model_args.version == ("plain" if pretrain else "v1")
     assert argv[argv.index("--deepspeed") + 1].endswith("zero2.json" if pretrain else "zero3.json")
@@ -98,6 +104,20 @@ def test_recipe_multinode_hostfile_reaches_the_launcher(tmp_path):
     argv = out.read_text().splitlines()
     assert argv[:3] == ["--hostfile", "scripts/hostfile.example", "llava/train/train_mem.py"]
     build_offline(argv[3:])
+
+
+def test_task_recipe_takes_the_data_checkpoint_and_output_from_the_environment(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "deepspeed").write_text("#!/bin/bash\nprintf '%s\\n' \"$@\" > \"$ARGS_OUT\"\n")
+    (fake / "deepspeed").chmod(0o755)
+    out = tmp_path / "args.txt"
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "ARGS_OUT": str(out), "DATA_PATH": "/data/my task.json",
+           "IMAGE_FOLDER": "/data/images", "MODEL": "/ckpt/delta-llava", "OUTPUT_DIR": "/ckpt/mine"}
+    subprocess.run(["bash", "scripts/v1_5/finetune_task_delta.sh"], cwd=REPO, check=True, env=env)
+    model_args, data_args, training_args = build_offline(out.read_text().splitlines()[1:])
+    assert (data_args.data_path, data_args.image_folder) == ("/data/my task.json", "/data/images")
+    assert model_args.model_name_or_path == "/ckpt/delta-llava" and training_args.output_dir == "/ckpt/mine"
 
 
 def test_aliases_and_upstream_defaults(tmp_path):

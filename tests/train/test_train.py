@@ -16,6 +16,7 @@ from llava.model import LlavaLlamaForCausalLM
 from llava.model.builder import load_pretrained_model
 from llava.data.dataset import SampleTooLongError
 from llava.train.train import train
+from tests.conftest import released_projector_state
 from tests.train.conftest import common_args, make_base_llm, write_json
 
 PROMPTS = {"v1": "USER: <image>\nWhat color is the object? ASSISTANT:",
@@ -270,6 +271,73 @@ def test_training_on_from_a_checkpoint_keeps_the_tower_it_trained(tmp_path, llam
     train(argv=common_args(tmp_path / "again", str(first), train_tower, tiny_data["stage2"], tiny_data["image_folder"],
                            version="v1", mm_projector_type="mlp2x_gelu", max_steps=1), callbacks=[start])
     assert all(torch.equal(start.weights[k], trained[k]) for k in trained)
+
+
+def test_training_on_from_a_released_delta_checkpoint_starts_from_its_projector(tmp_path, llama_base, train_tower,
+                                                                                tiny_data):
+    """finetune_task_delta.sh's case: --model_name_or_path is a Delta-LLaVA checkpoint written by the
+    released code (config "delatallava", the projector under the released names) and the recipe says
+    --mm_projector_type delta. Training starts from that projector, not from a fresh one."""
+    first = tmp_path / "stage2"
+    trainer = train(argv=common_args(first, llama_base, train_tower, tiny_data["stage2"], tiny_data["image_folder"],
+                                     version="v1", mm_projector_type="delta", max_steps=1))
+    model = trainer.model
+    trained = {k: v.detach().clone() for k, v in model.get_model().mm_projector.state_dict().items()}
+    released = tmp_path / "released"
+    released.mkdir()
+    state = {k: v for k, v in model.state_dict().items() if ".mm_projector." not in k}
+    state.update(released_projector_state(model))
+    torch.save(state, released / "pytorch_model.bin")
+    config = json.loads((first / "config.json").read_text())
+    (released / "config.json").write_text(json.dumps({**config, "mm_projector_type": "delatallava"}))
+    AutoTokenizer.from_pretrained(first).save_pretrained(released)
+
+    for projector_type in ("delta", "delatallava"):
+        start = ProjectorAtStart()
+        train(argv=common_args(tmp_path / f"task-{projector_type}", str(released), train_tower, tiny_data["stage2"],
+                               tiny_data["image_folder"], version="v1", mm_projector_type=projector_type,
+                               max_steps=1), callbacks=[start])
+        assert start.weights.keys() == trained.keys()
+        assert all(torch.equal(start.weights[k], trained[k]) for k in trained), projector_type
+
+
+def test_task_lora_on_a_llava_checkpoint_loads_with_that_checkpoint_as_base(tmp_path, llama_base, train_tower,
+                                                                           tiny_data):
+    """finetune_task_lora_delta.sh's case: LoRA on a trained Delta-LLaVA checkpoint, answered with
+    --model-base that checkpoint. The adapter starts from its projector and LLM, and the loaded
+    model gives the trained model's logits."""
+    first = tmp_path / "stage2"
+    base = train(argv=common_args(first, llama_base, train_tower, tiny_data["stage2"], tiny_data["image_folder"],
+                                  version="v1", mm_projector_type="delta", max_steps=1)).model
+    trained = {k: v.detach().clone() for k, v in base.get_model().mm_projector.state_dict().items()}
+    start = ProjectorAtStart()
+    task = tmp_path / "task-lora"
+    trainer = train(argv=common_args(task, str(first), train_tower, tiny_data["stage2"], tiny_data["image_folder"],
+                                     version="v1", mm_projector_type="delta", lora_enable=True, lora_r=4,
+                                     lora_alpha=8, learning_rate="1e-2", mm_projector_lr="2e-3", max_steps=2),
+                    callbacks=[start])
+    assert all(torch.equal(start.weights[k], trained[k]) for k in trained)
+    tokenizer, model, _, _ = load_pretrained_model(str(task), str(first), None, device="cpu")
+    ids = tokenizer_image_token(PROMPTS["v1"], tokenizer, return_tensors="pt").unsqueeze(0)
+    pixels = torch.rand(1, 3, 56, 56)
+    peft_model = trainer.model.eval()
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids, images=pixels).logits
+        torch.testing.assert_close(model(input_ids=ids, images=pixels).logits, expected, atol=1e-4, rtol=1e-4)
+        untrained = base.eval()(input_ids=ids, images=pixels).logits
+    assert not torch.allclose(untrained, expected, atol=1e-3)  # the adapter changed the answer
+
+
+def test_training_on_with_another_projector_says_it_starts_a_fresh_one(tmp_path, llama_base, train_tower, tiny_data,
+                                                                       caplog):
+    first = tmp_path / "stage2"
+    train(argv=common_args(first, llama_base, train_tower, tiny_data["stage2"], tiny_data["image_folder"],
+                           version="v1", mm_projector_type="delta", max_steps=1))
+    with caplog.at_level("WARNING"):
+        train(argv=common_args(tmp_path / "again", str(first), train_tower, tiny_data["stage2"],
+                               tiny_data["image_folder"], version="v1", mm_projector_type="mlp2x_gelu", max_steps=1))
+    assert ("replace the checkpoint's delta projector with a new mlp2x_gelu projector (type delta -> mlp2x_gelu); "
+            "its weights are not used") in caplog.text
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -89,6 +89,12 @@ def known_projectors() -> list[str]:
     return sorted([*PROJECTORS, *PROJECTOR_FAMILIES])
 
 
+def canonical_projector_name(name: str) -> str:
+    """The first name a projector was registered under (``delatallava`` -> ``delta``); other names as given."""
+    cls = PROJECTORS.get(name)
+    return next(n for n, c in PROJECTORS.items() if c is cls) if cls is not None else name
+
+
 def projector_class(name: str) -> type[Projector]:
     """Exact-name lookup; raises ``ValueError`` naming the known types."""
     if name in PROJECTORS:

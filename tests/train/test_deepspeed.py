@@ -5,7 +5,8 @@
   same step count and the same projector.
 * ZeRO-3, stage 2 in bf16 from that projector: the data has text-only samples so that one step is
   text-only on both ranks and one is text-only on one rank only (no hang); the saved checkpoint
-  holds the gathered 16-bit weights and loads with ``load_pretrained_model``.
+  holds the gathered 16-bit weights and loads with ``load_pretrained_model``; rewritten in the
+  released Delta-LLaVA format, it is the start of a ZeRO-3 task fine-tuning that keeps its projector.
 * ZeRO-3, LoRA in bf16 with the tower unfrozen (the finetune_lora recipe's setting): it trains, and
   the LoRA folder loads with the tower it trained.
 """
@@ -27,6 +28,7 @@ from safetensors.torch import load_file
 
 from llava.data import synthetic
 from llava.data.sampler import get_modality_length_grouped_indices
+from tests.conftest import released_projector_state
 from tests.train.conftest import common_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,6 +137,24 @@ def test_zero3_stage2_bf16_with_text_only_batches(tmp_path, zero2_stage1, llama_
     generated = model.generate(ids, images=torch.zeros(1, 3, 56, 56), max_new_tokens=3, min_new_tokens=3,
                                do_sample=False)
     assert generated.shape == (1, 3)
+
+    # finetune_task_delta.sh under ZeRO-3 from that checkpoint rewritten in the released code's format
+    # (config "delatallava", released projector names): at lr 0 the saved projector is the one it started from
+    released = tmp_path / "released"
+    released.mkdir()
+    state = {k: v for k, v in saved.items() if ".mm_projector." not in k}
+    state.update(released_projector_state(model))
+    torch.save(state, released / "pytorch_model.bin")
+    config = json.loads((out / "config.json").read_text())
+    (released / "config.json").write_text(json.dumps({**config, "mm_projector_type": "delatallava"}))
+    tokenizer.save_pretrained(released)
+    task = tmp_path / "task"
+    launch(common_args(task, str(released), train_tower, ds_data["stage2"], ds_data["image_folder"], version="v1",
+                       mm_projector_type="delta", per_device_train_batch_size=1, bf16=True, learning_rate=0,
+                       max_steps=1, deepspeed=str(REPO / "scripts/zero3.json")), tmp_path / "task.log")
+    after = load_file(task / "model.safetensors")
+    for key, value in model.get_model().mm_projector.state_dict().items():
+        torch.testing.assert_close(after[f"model.mm_projector.{key}"], value.to(after[f"model.mm_projector.{key}"].dtype))
 
 
 def test_zero3_lora_bf16_with_a_trained_tower_loads_as_trained(tmp_path, llama_base, train_tower, ds_data):

@@ -1,8 +1,11 @@
 """Helpers for the eval tests: tiny fixture files in the real formats, written to tmp_path."""
 
 import json
+from typing import Callable
 
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 
 def write_jsonl(path, records):
@@ -66,3 +69,34 @@ def image_folder(tmp_path_factory):
         ImageDraw.Draw(image).rectangle((5, 5, size[0] // 2, size[1] // 2), fill=colour)
         image.save(folder / name)
     return str(folder)
+
+
+class StandInJudge:
+    """An OpenAI-compatible chat-completions server for the judge-graded benchmarks (OpenAI's own
+    cannot be reached from the tests): a FastAPI app answering from a script.
+
+    Args:
+        replies: per item, a list of replies (an int is an HTTP error status to answer with, a str
+            the judge's text), taken in turn, the last one repeated.
+        item: which item a request body is about (e.g. the question of its message).
+    """
+
+    def __init__(self, replies: dict[str, list], item: Callable[[dict], str]):
+        self.replies = {k: list(v) for k, v in replies.items()}
+        self.item = item
+        self.requests: list[dict] = []
+        self.app = FastAPI()
+
+        @self.app.post("/v1/chat/completions")
+        async def complete(request: Request):
+            body = await request.json()
+            self.requests.append({"auth": request.headers.get("authorization"), **body})
+            queue = self.replies[item(body)]
+            reply = queue.pop(0) if len(queue) > 1 else queue[0]
+            if isinstance(reply, int):
+                return JSONResponse({"error": {"message": f"scripted failure {reply}"}}, status_code=reply)
+            return {"model": "judge-0613", "choices": [{"message": {"role": "assistant", "content": reply}}]}
+
+    def asked(self) -> list[str]:
+        """The item of every request so far, in order."""
+        return [self.item(r) for r in self.requests]

@@ -7,12 +7,11 @@ tests, so a stand-in server on 127.0.0.1 plays it: real HTTP, scripted replies a
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-
 from llava.eval import eval_gpt_review_bench, summarize_gpt_review
+from tests.eval.conftest import StandInJudge as BaseJudge
 from tests.eval.conftest import answer, write_json, write_jsonl
 from tests.serve.conftest import ServerThread
 
@@ -28,29 +27,12 @@ RULES = {f"llava_bench_{c}": {"role": "Assistant", "prompt": f"Score both answer
          for c in ("conv", "detail", "complex")}
 
 
-class StandInJudge:
-    """Answers chat completions from a script: per question text, a list of replies (an int is an
-    HTTP error status to answer first, a str the review), the last one repeated."""
+def question_of(body: dict) -> str:
+    """The question a review request is about (from the user message's [Question] block)."""
+    return body["messages"][1]["content"].split("[Question]\n", 1)[1].split("\n", 1)[0]
 
-    def __init__(self, replies: dict[str, list]):
-        self.replies = {k: list(v) for k, v in replies.items()}
-        self.requests: list[dict] = []
-        self.app = FastAPI()
 
-        @self.app.post("/v1/chat/completions")
-        async def complete(request: Request):
-            body = await request.json()
-            self.requests.append({"auth": request.headers.get("authorization"), **body})
-            user = body["messages"][1]["content"]
-            question = user.split("[Question]\n", 1)[1].split("\n", 1)[0]
-            queue = self.replies[question]
-            reply = queue.pop(0) if len(queue) > 1 else queue[0]
-            if isinstance(reply, int):
-                return JSONResponse({"error": {"message": f"scripted failure {reply}"}}, status_code=reply)
-            return {"choices": [{"message": {"role": "assistant", "content": reply}}]}
-
-    def asked(self) -> list[str]:
-        return [r["messages"][1]["content"].split("[Question]\n", 1)[1].split("\n", 1)[0] for r in self.requests]
+StandInJudge = partial(BaseJudge, item=question_of)
 
 
 @pytest.fixture()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
+from functools import partial
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-
 from llava.eval import eval_mmvet
+from tests.eval.conftest import StandInJudge as BaseJudge
 from tests.eval.conftest import write_json
 from tests.serve.conftest import ServerThread
 
@@ -32,32 +31,13 @@ SAMPLES = {
 PREDICTIONS = {"v1_0": "12", "v1_1": "It says STOP.", "v1_2": "three", "v1_3": "joke", "v1_4": "I cannot tell."}
 
 
-class StandInJudge:
-    """Chat completions from a script keyed by the prediction (the third cell of the last table row):
-    a list of replies, an int being an HTTP error status, the last one repeated."""
+def prediction_of(body: dict) -> str:
+    """The prediction a grading request is about: the third cell of the message's last table row."""
+    row = body["messages"][-1]["content"].split(eval_mmvet.SCORE_ONLY)[0].rsplit("\n", 1)[1]
+    return row.split(" | ")[2]
 
-    def __init__(self, replies: dict[str, list]):
-        self.replies = {k: list(v) for k, v in replies.items()}
-        self.requests: list[dict] = []
-        self.app = FastAPI()
 
-        @self.app.post("/v1/chat/completions")
-        async def complete(request: Request):
-            body = await request.json()
-            self.requests.append({"auth": request.headers.get("authorization"), **body})
-            queue = self.replies[self.prediction(body)]
-            reply = queue.pop(0) if len(queue) > 1 else queue[0]
-            if isinstance(reply, int):
-                return JSONResponse({"error": {"message": f"scripted failure {reply}"}}, status_code=reply)
-            return {"model": "judge-0613", "choices": [{"message": {"role": "assistant", "content": reply}}]}
-
-    @staticmethod
-    def prediction(body: dict) -> str:
-        row = body["messages"][-1]["content"].split(eval_mmvet.SCORE_ONLY)[0].rsplit("\n", 1)[1]
-        return row.split(" | ")[2]
-
-    def asked(self) -> list[str]:
-        return [self.prediction(r) for r in self.requests]
+StandInJudge = partial(BaseJudge, item=prediction_of)
 
 
 @pytest.fixture()
@@ -96,7 +76,7 @@ def test_grading_tables_and_resume(mmvet, monkeypatch, capsys):
     assert first["temperature"] == 0.0 and first["max_tokens"] == 3
     assert first["messages"] == [{"role": "user", "content": eval_mmvet.DEFAULT_PROMPT
                                   + "\nWhat number is on the door? | 12 | 12 | "}]
-    asks = {p: [r for r in judge.requests if StandInJudge.prediction(r) == p] for p in PREDICTIONS.values()}
+    asks = {p: [r for r in judge.requests if prediction_of(r) == p] for p in PREDICTIONS.values()}
     assert asks["It says STOP."][0]["messages"][0]["content"].endswith(
         "\nWhat are the two words on the sign? | STOP <AND> AHEAD | It says STOP. | ")
     assert [r["temperature"] for r in asks["three"]] == [0.0, 0.0]

@@ -92,30 +92,29 @@ def test_every_recipe_argument_parses(script):
         assert data_args.image_aspect_ratio == "pad" and training_args.group_by_modality_length
 
 
-def test_recipe_multinode_hostfile_reaches_the_launcher(tmp_path):
-    """HOSTFILE=... puts --hostfile before the script, as `deepspeed --hostfile` expects."""
+def launcher_arguments(tmp_path, script: str, **env: str) -> list[str]:
+    """Runs a recipe with a stand-in `deepspeed` on PATH; returns the arguments it was given."""
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "deepspeed").write_text("#!/bin/bash\nprintf '%s\\n' \"$@\" > \"$ARGS_OUT\"\n")
     (fake / "deepspeed").chmod(0o755)
     out = tmp_path / "args.txt"
-    subprocess.run(["bash", "scripts/v1_5/finetune_delta.sh"], cwd=REPO, check=True,
-                   env={"PATH": f"{fake}:/usr/bin:/bin", "HOSTFILE": "scripts/hostfile.example", "ARGS_OUT": str(out)})
-    argv = out.read_text().splitlines()
+    subprocess.run(["bash", script], cwd=REPO, check=True,
+                   env={"PATH": f"{fake}:/usr/bin:/bin", "ARGS_OUT": str(out), **env})
+    return out.read_text().splitlines()
+
+
+def test_recipe_multinode_hostfile_reaches_the_launcher(tmp_path):
+    """HOSTFILE=... puts --hostfile before the script, as `deepspeed --hostfile` expects."""
+    argv = launcher_arguments(tmp_path, "scripts/v1_5/finetune_delta.sh", HOSTFILE="scripts/hostfile.example")
     assert argv[:3] == ["--hostfile", "scripts/hostfile.example", "llava/train/train_mem.py"]
     build_offline(argv[3:])
 
 
 def test_task_recipe_takes_the_data_checkpoint_and_output_from_the_environment(tmp_path):
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "deepspeed").write_text("#!/bin/bash\nprintf '%s\\n' \"$@\" > \"$ARGS_OUT\"\n")
-    (fake / "deepspeed").chmod(0o755)
-    out = tmp_path / "args.txt"
-    env = {"PATH": f"{fake}:/usr/bin:/bin", "ARGS_OUT": str(out), "DATA_PATH": "/data/my task.json",
-           "IMAGE_FOLDER": "/data/images", "MODEL": "/ckpt/delta-llava", "OUTPUT_DIR": "/ckpt/mine"}
-    subprocess.run(["bash", "scripts/v1_5/finetune_task_delta.sh"], cwd=REPO, check=True, env=env)
-    model_args, data_args, training_args = build_offline(out.read_text().splitlines()[1:])
+    argv = launcher_arguments(tmp_path, "scripts/v1_5/finetune_task_delta.sh", DATA_PATH="/data/my task.json",
+                              IMAGE_FOLDER="/data/images", MODEL="/ckpt/delta-llava", OUTPUT_DIR="/ckpt/mine")
+    model_args, data_args, training_args = build_offline(argv[1:])
     assert (data_args.data_path, data_args.image_folder) == ("/data/my task.json", "/data/images")
     assert model_args.model_name_or_path == "/ckpt/delta-llava" and training_args.output_dir == "/ckpt/mine"
 

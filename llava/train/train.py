@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -114,6 +115,30 @@ def shutdown_distributed() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def finish_launched_run() -> None:
+    """The end of a launched training process (``train.py`` / ``train_mem.py`` as a script).
+
+    Leaves the process group (:func:`shutdown_distributed`). Then, on CPU ranks of a multi-process
+    gloo run, it ends the process with ``os._exit(0)`` once the output is flushed and an active
+    Weights & Biases run is finished: the C++ teardown of a normal exit still aborted a rank now and
+    then ("terminate called without an active exception", SIGABRT, after the checkpoint was
+    written), and the launcher then called the whole run failed. Nothing is left to run at that
+    point; GPU (NCCL) runs and single processes exit normally.
+    """
+    multi_gloo = (torch.distributed.is_available() and torch.distributed.is_initialized()
+                  and torch.distributed.get_world_size() > 1 and torch.distributed.get_backend() == "gloo")
+    shutdown_distributed()
+    if not multi_gloo:
+        return
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # ------------------------------------------------------------------------------------ model
@@ -469,4 +494,4 @@ def train(attn_implementation: str | None = None, *, argv: list[str] | None = No
 
 if __name__ == "__main__":
     train()
-    shutdown_distributed()
+    finish_launched_run()

@@ -6,8 +6,8 @@ runs flash kernels on recent GPUs anyway).
 """
 
 from llava.model.attention import select_attn_implementation
-from llava.train.train import shutdown_distributed, train
+from llava.train.train import finish_launched_run, train
 
 if __name__ == "__main__":
     train(attn_implementation=select_attn_implementation())
-    shutdown_distributed()
+    finish_launched_run()

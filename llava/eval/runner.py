@@ -80,11 +80,16 @@ def add_model_args(parser: argparse.ArgumentParser, *, temperature: float = 0.2,
 
 
 def add_runner_args(parser: argparse.ArgumentParser, *, question_file: str, temperature: float = 0.2,
-                    max_new_tokens: int = 128) -> None:
-    """Upstream's benchmark-runner arguments plus batching and resuming."""
+                    max_new_tokens: int = 128, question_file_aliases: Sequence[str] = ()) -> None:
+    """Upstream's benchmark-runner arguments plus batching and resuming.
+
+    Args:
+        question_file_aliases: other spellings of ``--question-file`` an upstream runner used.
+    """
     add_model_args(parser, temperature=temperature, max_new_tokens=max_new_tokens)
     parser.add_argument("--image-folder", type=str, default="")
-    parser.add_argument("--question-file", type=str, default=question_file)
+    parser.add_argument("--question-file", *question_file_aliases, dest="question_file", type=str,
+                        default=question_file)
     parser.add_argument("--answers-file", type=str, default="answer.jsonl")
     parser.add_argument("--num-chunks", type=int, default=1)
     parser.add_argument("--chunk-idx", type=int, default=0)
@@ -498,7 +503,7 @@ GenerateFn = Callable[[Sequence[Item], list, list], list]
 
 
 def run_items(items: Sequence[Item], loaded: LoadedModel, args: argparse.Namespace,
-              generate_fn: GenerateFn | None = None) -> RunSummary:
+              generate_fn: GenerateFn | None = None, extra_fields: Callable[[str], dict] | None = None) -> RunSummary:
     """Answers every item not yet in ``args.answers_file``, ``args.batch_size`` at a time.
 
     Args:
@@ -506,6 +511,7 @@ def run_items(items: Sequence[Item], loaded: LoadedModel, args: argparse.Namespa
         loaded: the model (see :func:`load_model`).
         args: the runner's arguments (answers_file, batch_size, resume, num_workers, decoding).
         generate_fn: replaces the plain :func:`generate_texts` call (e.g. ScienceQA's answer prompter).
+        extra_fields: more fields of an answer line from its text (e.g. Q-Bench's ``response``).
     Returns:
         A :class:`RunSummary`.
     """
@@ -532,8 +538,8 @@ def run_items(items: Sequence[Item], loaded: LoadedModel, args: argparse.Namespa
                 batch_items = [todo[index] for index, _, _ in batch]
                 texts = generate_fn(batch_items, [pixels for _, pixels, _ in batch], [size for _, _, size in batch])
                 for item, text in zip(batch_items, texts):
-                    answers.write({**item.fields, "text": text, "answer_id": new_answer_id(),
-                                   "model_id": loaded.model_name, "metadata": {}})
+                    answers.write({**item.fields, **(extra_fields(text) if extra_fields else {}), "text": text,
+                                   "answer_id": new_answer_id(), "model_id": loaded.model_name, "metadata": {}})
                 progress.update(len(batch_items))
     finally:
         answers.close()

@@ -1,4 +1,4 @@
-"""Upstream LLaVA-1.5's eval command lines (scripts/v1_5/eval/*.sh) parse unchanged."""
+"""Upstream LLaVA-1.5's eval command lines (scripts/v1_5/eval/*.sh) parse unchanged (and MM-Vet's grader's)."""
 
 import importlib
 import shlex
@@ -42,16 +42,24 @@ UPSTREAM_COMMAND_LINES = [
                               "playground/data/eval/llava-bench-in-the-wild/answers/llava-v1.5-13b.jsonl "
                               "--output playground/data/eval/llava-bench-in-the-wild/reviews/llava-v1.5-13b.jsonl"),
     ("summarize_gpt_review", "-f playground/data/eval/llava-bench-in-the-wild/reviews/llava-v1.5-13b.jsonl"),
+    ("model_vqa_qbench", "--model-path liuhaotian/llava-v1.5-13b --image-folder ./playground/data/qbench/images_llvisionqa/ "
+                         "--questions-file ./playground/data/eval/qbench/llvisionqa_dev.json "
+                         "--answers-file ./playground/data/eval/qbench/llvisionqa_dev_answers.jsonl "
+                         "--conv-mode llava_v1 --lang en"),
+    # MM-Vet's own evaluator (mm-vet_evaluator.py), whose flags eval_mmvet keeps
+    ("eval_mmvet", "--mmvet_path ./playground/data/eval/mm-vet --model llava-v1.5-13b "
+                   "--result_path ./playground/data/eval/mm-vet/results --gpt_model gpt-4-0613 --num_run 1"),
 ]
 
 
 @pytest.mark.parametrize("module, argv", UPSTREAM_COMMAND_LINES, ids=[m for m, _ in UPSTREAM_COMMAND_LINES])
 def test_upstream_command_line_parses(module, argv):
     mod = importlib.import_module(f"llava.eval.{module}")
-    args = mod.build_parser().parse_args(shlex.split(argv))
+    parser = mod.build_parser()
+    args = parser.parse_args(shlex.split(argv))
     for token in shlex.split(argv):
         if token.startswith("--"):
-            assert getattr(args, token[2:].replace("-", "_")) is not None
+            assert getattr(args, parser._option_string_actions[token].dest) is not None
 
 
 def test_science_qa_options_spelling():

@@ -20,9 +20,9 @@ from tests.conftest import hub_cache_snapshot
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "v1_5" / "eval"
 BENCHMARKS = ("vqav2", "gqa", "vizwiz", "sqa", "textvqa", "pope", "mme", "mmbench", "mmbench_cn", "seed",
-              "llavabench", "mmvet")
+              "llavabench", "mmvet", "qbench", "qbench_zh")
 RUNNERS = {"llava.eval.model_vqa_loader", "llava.eval.model_vqa", "llava.eval.model_vqa_science",
-           "llava.eval.model_vqa_mmbench"}
+           "llava.eval.model_vqa_mmbench", "llava.eval.model_vqa_qbench"}
 
 # Stands in for `python`: records its arguments (one NUL-separated file per call) and creates the
 # answer / merged files the next step of the script expects; `python -c` runs the real python.
@@ -90,7 +90,8 @@ def test_script_command_lines_parse_with_the_real_parsers(bench, stub_env, tmp_p
     # one runner per GPU in CUDA_VISIBLE_DEVICES, each on its own chunk, with the extra arguments
     assert sorted(a.chunk_idx for a in runs) == [0, 1] and {a.num_chunks for a in runs} == {2}
     for a in runs:
-        assert a.model_path == str(ckpt) and a.temperature == 0 and a.batch_size == 8 and a.conv_mode == "auto"
+        assert a.model_path == str(ckpt) and a.temperature == 0 and a.batch_size == 8
+        assert a.conv_mode == ("llava_v1" if bench.startswith("qbench") else "auto")  # upstream's Q-Bench template
         assert a.answers_file.endswith(f"/llava-v1.5-7b-delta/2_{a.chunk_idx}.jsonl")
     label = f"{bench} llava-v1.5-7b-delta"
     assert summary_flags == [label] or re.search(rf"^{label}: \w[\w ]* = \S+", out.stdout, re.M), out.stdout

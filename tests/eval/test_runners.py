@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava.eval import merge_answers, model_vqa, model_vqa_loader, model_vqa_mmbench, model_vqa_science, run_llava
+from llava.eval import (eval_qbench, merge_answers, model_vqa, model_vqa_loader, model_vqa_mmbench, model_vqa_qbench,
+                        model_vqa_science, run_llava)
 from llava.eval import runner
 from llava.eval.runner import get_chunk, load_model, resolve_conv_mode
 
@@ -341,3 +342,49 @@ def test_run_llava_prints_an_answer(tiny_checkpoint, image_folder, capsys):
                              "image_file": f"{image_folder}/a.png,{image_folder}/b.png", "sep": ",",
                              "temperature": 0, "top_p": None, "num_beams": 1, "max_new_tokens": 4})()
     assert isinstance(run_llava.eval_model(args), str)
+
+
+LLVISIONQA = [
+    {"img_path": "a.png", "question": "Is the image blurry?", "candidates": ["Yes", "No"], "correct_ans": "No",
+     "type": 0, "concern": 0},
+    {"img_path": "sub/c.png", "question": "What is the main colour?", "candidates": ["red", "green", "blue"],
+     "correct_ans": "green", "type": 1, "concern": 1},
+    {"img_path": "b.png", "question": "How is the lighting?", "candidates": ["dim", "bright", "harsh", "even"],
+     "correct_ans": "even", "type": 2, "concern": 3},
+]
+
+
+def test_qbench_prompts_records_chunks_and_score(tmp_path, loaded, tiny_checkpoint, image_folder):
+    question_file = tmp_path / "llvisionqa_dev.json"
+    question_file.write_text(json.dumps(LLVISIONQA))
+    out = tmp_path / "answers.jsonl"
+    args = _args(model_vqa_qbench, tiny_checkpoint, image_folder, str(question_file), out, "--batch-size", "2")
+    assert args.conv_mode == "llava_v1" and args.max_new_tokens == int(MAX_NEW_TOKENS)  # upstream's template
+    model_vqa_qbench.eval_model(args, loaded)
+    answers = _read(out)
+    assert [a["question_id"] for a in answers] == [0, 1, 2]
+    assert answers[2]["prompt"] == ("How is the lighting?\nChoose between one of the options as follows:\n"
+                                    "A. dim\nB. bright\nC. harsh\nD. even\n")
+    for answer, question in zip(answers, LLVISIONQA):
+        assert {k: answer[k] for k in question} == question  # the question's own record, kept whole
+        assert answer["response"] == answer["text"]
+    zh = model_vqa_qbench.build_parser().parse_args(["--model-path", "x", "--questions-file", "q.json", "--lang", "zh"])
+    assert zh.question_file == "q.json"  # upstream's spelling of --question-file
+    assert model_vqa_qbench.question_message(LLVISIONQA[0], "zh") == "Is the image blurry?\n在下列选项中选择一个:\nA. Yes\nB. No\n"
+
+    # two chunks, merged, give the same answers; question ids are positions in the whole file
+    for k in (0, 1):
+        model_vqa_qbench.eval_model(_args(model_vqa_qbench, tiny_checkpoint, image_folder, str(question_file),
+                                          tmp_path / f"2_{k}.jsonl", "--num-chunks", "2", "--chunk-idx", str(k)),
+                                    loaded)
+    merged = tmp_path / "merged.jsonl"
+    merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "2", "--output-file", str(merged)])
+    assert [(a["question_id"], a["response"]) for a in _read(merged)] == [(a["question_id"], a["response"])
+                                                                         for a in answers]
+    result = eval_qbench.score(_read(merged), str(merged))  # the random model's answers score, whatever they say
+    assert result["total"] == 3 and set(result["by_type"]) == {"0", "1", "2"}
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([LLVISIONQA[0], {**LLVISIONQA[1], "candidates": ["only one"]}]))
+    with pytest.raises(ValueError, match=r"bad.json: question 1 \(sub/c.png\) needs 'candidates', 2 to 4 texts"):
+        model_vqa_qbench.eval_model(_args(model_vqa_qbench, tiny_checkpoint, image_folder, str(bad), tmp_path / "x"))

@@ -1,0 +1,53 @@
+"""eval_qbench: which option a response picks, and the accuracy per type and concern."""
+
+from __future__ import annotations
+
+import pytest
+
+from llava.eval import eval_qbench
+from tests.eval.conftest import write_jsonl
+
+CANDIDATES = ["Yes", "No"]
+
+
+@pytest.mark.parametrize("response, picked", [
+    ("B", 1), ("B.", 1), ("(A) Yes", 0), ("A. Yes", 0), ("b", None), ("C", None),  # C: no third option
+    ("No", 1), ("no, it is sharp.", 1), ("Yes and no.", None), ("Nothing", None), ("", None),
+    ("Because of the noise, yes.", 0),
+])
+def test_picked_option(response, picked):
+    assert eval_qbench.picked_option(response, CANDIDATES) == picked
+
+
+def answer(qid, response, correct, candidates=("low", "medium", "high"), qtype=0, concern=0):
+    return {"question_id": qid, "candidates": list(candidates), "correct_ans": correct, "response": response,
+            "type": qtype, "concern": concern}
+
+
+def test_accuracy_per_type_and_concern(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "answers.jsonl", [
+        answer(0, "C. high", "high", qtype=0, concern=0),  # right by letter
+        answer(1, "The quality is medium.", "medium", qtype=0, concern=1),  # right by text
+        answer(2, "A", "high", qtype=1, concern=1),  # wrong
+        answer(3, "It is somewhere between low and high.", "low", qtype=2, concern=2),  # two named: no pick
+    ])
+    result = eval_qbench.main(["--answers-file", str(path), "--summary", "qbench ckpt"])
+    assert result["correct"] == 2 and result["total"] == 4 and result["unpicked_ids"] == [3]
+    assert result["by_type"] == {"0": (1.0, 2), "1": (0.0, 1), "2": (0.0, 1)}
+    assert result["by_concern"] == {"0": (1.0, 1), "1": (0.5, 2), "2": (0.0, 1)}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "type 0: 100.00% (2)" and "concern 1: 50.00% (2)" in lines
+    assert "1 response(s) pick no single option and count as wrong (question_id 3)" in lines
+    assert lines[-1] == "qbench ckpt: accuracy = 50.00% (2/4)"
+
+
+def test_answers_that_cannot_be_scored_are_named(tmp_path):
+    test_split = write_jsonl(tmp_path / "test.jsonl", [{"question_id": 0, "candidates": ["a", "b"], "response": "a"}])
+    with pytest.raises(ValueError, match=r"1 answer\(s\) have no 'correct_ans' \(question_id 0\): the test split"):
+        eval_qbench.main(["--answers-file", str(test_split)])
+    wrong = write_jsonl(tmp_path / "wrong.jsonl", [answer(5, "A", "extreme")])
+    with pytest.raises(ValueError, match=r"question_id 5: correct_ans 'extreme' is not one of its candidates"):
+        eval_qbench.main(["--answers-file", str(wrong)])
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
+    with pytest.raises(ValueError, match="no answers"):
+        eval_qbench.main(["--answers-file", str(empty)])

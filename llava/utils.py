@@ -8,6 +8,10 @@ random initialisation for models built by hand afterwards.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import torch
 
 
@@ -16,3 +20,21 @@ def disable_torch_init() -> None:
     process (as upstream): only for models whose weights are all loaded afterwards."""
     torch.nn.Linear.reset_parameters = lambda self: None
     torch.nn.LayerNorm.reset_parameters = lambda self: None
+
+
+def end_process(code: int = 0) -> None:
+    """Ends the process now, after its work: flushes logging and stdio, then ``os._exit(code)``.
+
+    For the ends of long-running entry points (a training rank, the web demo, a model worker). A
+    normal exit also runs the C++ teardown of torch and the collective backends, which aborted now
+    and then ("terminate called without an active exception", SIGABRT) when a thread was still
+    joinable: a gloo rank after its checkpoint was written, the demo stopped by SIGTERM during its
+    preloaded answer. Everything worth keeping is written by then; only call it from ``__main__``.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can be written anyway
+            pass
+    os._exit(code)

@@ -27,3 +27,18 @@ def test_disable_torch_init_skips_random_init_of_linear_and_layernorm():
     ])
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_end_process_flushes_and_exits_with_the_code(tmp_path):
+    script = ("import logging, sys\n"
+              "from llava.utils import end_process\n"
+              "logging.basicConfig(filename=sys.argv[1], level=logging.INFO)\n"
+              "logging.getLogger('x').info('logged')\n"
+              "print('printed', end='')\n"
+              "end_process(3)\n"
+              "print('not reached')\n")
+    log = tmp_path / "run.log"
+    done = subprocess.run([sys.executable, "-c", script, str(log)], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert done.returncode == 3 and done.stdout == "printed"
+    assert log.read_text() == "INFO:x:logged\n"

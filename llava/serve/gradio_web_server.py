@@ -53,6 +53,7 @@ from llava.serve.inference import (  # noqa: E402
     open_image,
     stats_line,
 )
+from llava.utils import end_process  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -514,3 +515,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    end_process(0)  # stopped cleanly: skip the C++ teardown that could abort a generate thread (llava.utils)

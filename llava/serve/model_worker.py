@@ -36,6 +36,7 @@ from starlette.concurrency import iterate_in_threadpool
 
 from llava.constants import WORKER_HEART_BEAT_INTERVAL
 from llava.serve.inference import ChatModel, default_device
+from llava.utils import end_process
 
 logger = logging.getLogger(__name__)
 
@@ -250,3 +251,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    end_process(0)  # stopped cleanly: skip the C++ teardown that could abort a generate thread (llava.utils)

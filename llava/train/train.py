@@ -42,6 +42,7 @@ from llava.model import weights
 from llava.model.builder import UNQUANTIZED_MODULES, llava_config_from_dict, load_unmatched_projector, resolve_local
 from llava.train.arguments import DataArguments, ModelArguments, TrainingArguments, parse_arguments
 from llava.train.llava_trainer import LLaVATrainer, unwrap_llava
+from llava.utils import end_process
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +136,7 @@ def finish_launched_run() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    end_process(0)
 
 
 # ------------------------------------------------------------------------------------ model

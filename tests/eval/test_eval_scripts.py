@@ -92,6 +92,9 @@ def test_script_command_lines_parse_with_the_real_parsers(bench, stub_env, tmp_p
     for a in runs:
         assert a.model_path == str(ckpt) and a.temperature == 0 and a.batch_size == 8
         assert a.conv_mode == ("llava_v1" if bench.startswith("qbench") else "auto")  # upstream's Q-Bench template
+        if bench.startswith("qbench"):
+            assert a.lang == ("zh" if bench == "qbench_zh" else "en")
+            assert re.search(rf"/qbench/answers/llvisionqa_{'zh_' if bench == 'qbench_zh' else ''}dev/", a.answers_file)
         assert a.answers_file.endswith(f"/llava-v1.5-7b-delta/2_{a.chunk_idx}.jsonl")
     label = f"{bench} llava-v1.5-7b-delta"
     assert summary_flags == [label] or re.search(rf"^{label}: \w[\w ]* = \S+", out.stdout, re.M), out.stdout

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Q-Bench LLVisionQA (en instruction): the answers, then, on the dev split, their accuracy per
-# question type and concern (an exact-match reading; see docs/evaluation.md).
+# Q-Bench LLVisionQA (QBENCH_LANG=en instruction, the default; qbench_zh.sh: zh): the answers, then,
+# on the dev split, their accuracy per question type and concern (an exact-match reading; see
+# docs/evaluation.md).
 #   bash scripts/v1_5/eval/qbench.sh ./checkpoints/llava-v1.5-7b-delta [--batch-size 8]
 # SPLIT=dev (default) or test (not scored here: Q-Bench's maintainers score it). QBENCH_IMAGES is
 # the image folder (default upstream's ./playground/data/qbench/images_llvisionqa). The template is
@@ -9,9 +10,13 @@ CONV_MODE=${CONV_MODE:-llava_v1}
 source "$(dirname "$0")/common.sh"
 
 SPLIT=${SPLIT:-dev}
+QBENCH_LANG=${QBENCH_LANG:-en}
+NAME=qbench
+TAG=""
+if [ "$QBENCH_LANG" = zh ]; then NAME=qbench_zh; TAG=zh_; fi
 DIR="$EVAL_DIR/qbench"
 IMAGES=${QBENCH_IMAGES:-./playground/data/qbench/images_llvisionqa}
-ANSWERS="$DIR/answers/llvisionqa_$SPLIT/$CKPT"
+ANSWERS="$DIR/answers/llvisionqa_$TAG$SPLIT/$CKPT"
 
 for IDX in $(seq 0 $((CHUNKS-1))); do
     CUDA_VISIBLE_DEVICES=${GPULIST[$IDX]} python -m llava.eval.model_vqa_qbench \
@@ -23,7 +28,7 @@ for IDX in $(seq 0 $((CHUNKS-1))); do
         --chunk-idx "$IDX" \
         --temperature 0 \
         --conv-mode "$CONV_MODE" \
-        --lang en \
+        --lang "$QBENCH_LANG" \
         "${RUNNER_ARGS[@]}" &
     PIDS+=($!)
 done
@@ -31,9 +36,9 @@ wait_chunks
 merge_chunks "$ANSWERS" "$ANSWERS.jsonl"
 
 if [ "$SPLIT" != dev ]; then
-    echo "qbench $CKPT: answers = $ANSWERS.jsonl (the $SPLIT split has no answers here: send it to Q-Bench)"
+    echo "$NAME $CKPT: answers = $ANSWERS.jsonl (the $SPLIT split has no answers here: send it to Q-Bench)"
     exit 0
 fi
 python -m llava.eval.eval_qbench \
     --answers-file "$ANSWERS.jsonl" \
-    --summary "qbench $CKPT"
+    --summary "$NAME $CKPT"

@@ -19,7 +19,6 @@ that names it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from llava.model import weights  # noqa: E402
-from llava.model.builder import resolve_local  # noqa: E402
+from llava.model.builder import read_config_dict, resolve_local  # noqa: E402
 
 
 def extract_projector(model_path: str, output: str) -> dict[str, torch.Tensor]:
@@ -38,14 +37,13 @@ def extract_projector(model_path: str, output: str) -> dict[str, torch.Tensor]:
     Returns:
         The tensors written, by key.
     Raises:
-        FileNotFoundError: no such folder or cached hub id, or no weight files in it.
+        FileNotFoundError: no such folder or cached hub id, or no weight files or config.json in it.
         ValueError: the checkpoint holds no ``mm_projector`` weights.
     """
     folder = resolve_local(model_path)
     if not weights.has_full_weights(folder):
         raise FileNotFoundError(f"{folder} has no model weights: expected one of {list(weights.FULL_WEIGHT_FILES)}")
-    config_file = Path(folder, "config.json")
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    config = read_config_dict(folder)
     keep_embeddings = bool(config.get("mm_use_im_start_end"))
 
     def keep(key: str) -> bool:

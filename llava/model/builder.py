@@ -233,7 +233,8 @@ def load_unmatched_projector(model, missing_keys, checkpoint: str) -> None:
 
     Released Delta-LLaVA checkpoints store the projector under the released code's names, which
     ``from_pretrained`` leaves unloaded (and the projector at its random init); this reads them from
-    ``checkpoint`` (a local folder) and maps them. A no-op when the projector loaded.
+    ``checkpoint`` (a folder, or a hub id in the local cache) and maps them. A no-op when the
+    projector loaded.
 
     Raises:
         ValueError: the checkpoint has no projector weights that fit (names the folder and keys).
@@ -241,6 +242,7 @@ def load_unmatched_projector(model, missing_keys, checkpoint: str) -> None:
     if not any(k.startswith("model.mm_projector.") for k in missing_keys):
         return
     projector = model.get_model().mm_projector
+    checkpoint = resolve_local(checkpoint)
     tensors = weights.read_checkpoint_tensors(checkpoint, lambda k: "mm_projector." in k)
     with weights.zero3_gathered(list(projector.parameters())):  # partitioned under ZeRO-3
         weights.load_projector_weights(projector, tensors, model.config.mm_projector_type, source=checkpoint)

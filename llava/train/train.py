@@ -39,7 +39,7 @@ from llava.data.preprocess import conv_mode_for_version, conversation_template
 from llava.data.validation import DataCheckReport, check_data_file, enforce_report, has_image
 from llava.model import LlavaConfig, LlavaLlamaForCausalLM
 from llava.model import weights
-from llava.model.builder import UNQUANTIZED_MODULES, llava_config_from_dict, load_unmatched_projector, resolve_local
+from llava.model.builder import UNQUANTIZED_MODULES, llava_config_from_dict, load_unmatched_projector
 from llava.train.arguments import DataArguments, ModelArguments, TrainingArguments, parse_arguments
 from llava.train.llava_trainer import LLaVATrainer, unwrap_llava
 from llava.utils import end_process
@@ -209,7 +209,7 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments, at
                                                         key_mapping=weights.CHECKPOINT_KEY_MAPPING, **kwargs)
     if model.get_model().get_vision_tower() is not None:
         # A LLaVA checkpoint: its projector must load (released Delta-LLaVA names are mapped here).
-        load_unmatched_projector(model, info["missing_keys"], resolve_local(model_args.model_name_or_path))
+        load_unmatched_projector(model, info["missing_keys"], model_args.model_name_or_path)
     tower = model.get_vision_tower()
     if tower is not None and not any(".vision_tower." in key for key in info["missing_keys"]):
         # A LLaVA checkpoint that holds its tower (trained with --unfreeze_mm_vision_tower, say): keep

@@ -5,9 +5,11 @@
 
 Reads ``model_vqa_qbench``'s answer lines (each the question's record with ``candidates``,
 ``correct_ans`` and the model's ``response``). A response picks an option when it starts with the
-option's letter (``B``, ``B.``, ``(B)``, ``B) ...``), or else when it names exactly one candidate's
-text (whole words, case ignored); it is right when that option is ``correct_ans``. A response that
-picks no option, or several, is wrong and counted as such.
+option's letter (``B``, ``B.``, ``(B)``, ``B) ...``, or ``B Clear`` when ``Clear`` is option B; so the
+article in "A clear image" is not option A), or else when it names exactly one candidate's text
+(whole words, case ignored; a candidate named only inside a longer candidate it is part of, such
+as "high" in "Very high", does not count); it is right when that option is ``correct_ans``. A
+response that picks no option, or several, is wrong and counted as such.
 
 This is an exact-match reading of the answers, not Q-Bench's own scoring (which asks a GPT judge
 to match free-form answers), so numbers can differ from Q-Bench's leaderboard for models that
@@ -23,20 +25,42 @@ import argparse
 import re
 from collections import defaultdict
 
-from llava.eval.io_utils import format_ids, load_jsonl
+from llava.eval.io_utils import format_ids, id_key, load_jsonl
 
 LETTERS = "ABCD"
-_LEADING_LETTER = re.compile(r"^\(?([A-D])(?:[.):,]|\s|$)")
+# A letter on its own, or followed by punctuation: "B", "B.", "(B)", "B) ...", "B: ...".
+_LEADING_LETTER = re.compile(r"^(?:\(([A-D])\)|([A-D])(?:[.):,]|$))")
+# A letter followed by a space and more text, which may be the article "A" instead.
+_LETTER_THEN_TEXT = re.compile(r"^([A-D])\s+(.*)$", re.DOTALL)
+
+
+def _mentions(candidate: str, text: str) -> list[tuple[int, int]]:
+    """Where the candidate's text occurs in the response as whole words, case ignored."""
+    pattern = rf"(?<!\w){re.escape(candidate.strip())}(?!\w)"
+    return [m.span() for m in re.finditer(pattern, text, re.IGNORECASE)]
 
 
 def picked_option(response: str, candidates: list[str]) -> int | None:
     """The index of the candidate a response picks, or None when it picks none or several."""
     text = response.strip()
     match = _LEADING_LETTER.match(text)
-    if match and LETTERS.index(match.group(1)) < len(candidates):
-        return LETTERS.index(match.group(1))
-    named = [i for i, c in enumerate(candidates)
-             if c.strip() and re.search(rf"(?<!\w){re.escape(c.strip())}(?!\w)", text, re.IGNORECASE)]
+    if match:
+        index = LETTERS.index(match.group(1) or match.group(2))
+        return index if index < len(candidates) else None
+    match = _LETTER_THEN_TEXT.match(text)
+    if match:
+        # "B Clear" picks B when the text after the letter starts with B's candidate.
+        index = LETTERS.index(match.group(1))
+        if index < len(candidates) and candidates[index].strip() and \
+                re.match(rf"{re.escape(candidates[index].strip())}(?!\w)", match.group(2), re.IGNORECASE):
+            return index
+    spans = {i: _mentions(c, text) for i, c in enumerate(candidates) if c.strip()}
+
+    def inside_another(i: int, span: tuple[int, int]) -> bool:
+        return any(j != i and a <= span[0] and span[1] <= b and (a, b) != span
+                   for j, others in spans.items() for a, b in others)
+
+    named = [i for i, found in spans.items() if found and not all(inside_another(i, s) for s in found)]
     return named[0] if len(named) == 1 else None
 
 
@@ -47,7 +71,8 @@ def score(answers: list[dict], path: str) -> dict:
         ``{"accuracy", "correct", "total", "unpicked_ids", "by_type": {name: (acc, n)}, "by_concern": ...}``.
     Raises:
         ValueError: an answer without ``candidates``, ``correct_ans`` (a split without answers) or
-            ``response``, or a ``correct_ans`` that is not one of its candidates; names the question.
+            ``response``, a ``correct_ans`` that is not one of its candidates, or a question
+            answered twice; names the question.
     """
     if not answers:
         raise ValueError(f"{path}: no answers")
@@ -55,6 +80,14 @@ def score(answers: list[dict], path: str) -> dict:
     if no_truth:
         raise ValueError(f"{path}: {len(no_truth)} answer(s) have no 'correct_ans' (question_id "
                          f"{format_ids(no_truth)}): the test split is scored by Q-Bench's maintainers")
+    seen: dict[str, int] = {}
+    for answer in answers:
+        key = id_key(answer.get("question_id"))
+        seen[key] = seen.get(key, 0) + 1
+    repeated = [k for k, n in seen.items() if n > 1]
+    if repeated:
+        raise ValueError(f"{path}: {len(repeated)} question_id(s) answered more than once "
+                         f"({format_ids(repeated)}); was a chunk merged twice?")
     correct, unpicked = 0, []
     groups: dict[str, dict] = {"by_type": defaultdict(list), "by_concern": defaultdict(list)}
     for answer in answers:

@@ -19,6 +19,25 @@ def test_picked_option(response, picked):
     assert eval_qbench.picked_option(response, CANDIDATES) == picked
 
 
+@pytest.mark.parametrize("response, candidates, picked", [
+    # The article "A" starting a sentence is not option A; the candidate the sentence names is the pick.
+    ("A clear image with sharp edges.", ["Blurry", "Clear", "Noisy"], 1),
+    ("A noisy picture", ["Blurry", "Clear", "Noisy"], 2),
+    ("A Blurry image", ["Blurry", "Clear", "Noisy"], 0),  # the letter followed by its own candidate
+    ("B Clear", ["Blurry", "Clear", "Noisy"], 1),
+    ("A. Blurry", ["Blurry", "Clear", "Noisy"], 0),
+    ("D", ["Blurry", "Clear", "Noisy"], None),  # no fourth option
+    # A candidate that is part of a longer one is not named by the longer one's text.
+    ("Very high", ["High", "Very high", "Low"], 1),
+    ("Slightly blurry.", ["Blurry", "Slightly blurry", "Clear"], 1),
+    ("High", ["High", "Very high", "Low"], 0),
+    ("Very high, not low", ["High", "Very high", "Low"], None),  # two candidates named
+    ("It is blurry, or slightly blurry", ["Blurry", "Slightly blurry", "Clear"], None),
+])
+def test_picked_option_sentences_and_nested_candidates(response, candidates, picked):
+    assert eval_qbench.picked_option(response, candidates) == picked
+
+
 def answer(qid, response, correct, candidates=("low", "medium", "high"), qtype=0, concern=0):
     return {"question_id": qid, "candidates": list(candidates), "correct_ans": correct, "response": response,
             "type": qtype, "concern": concern}
@@ -48,6 +67,9 @@ def test_answers_that_cannot_be_scored_are_named(tmp_path):
     wrong = write_jsonl(tmp_path / "wrong.jsonl", [answer(5, "A", "extreme")])
     with pytest.raises(ValueError, match=r"question_id 5: correct_ans 'extreme' is not one of its candidates"):
         eval_qbench.main(["--answers-file", str(wrong)])
+    twice = write_jsonl(tmp_path / "twice.jsonl", [answer(1, "A", "low"), answer(2, "A", "low"), answer(1, "A", "low")])
+    with pytest.raises(ValueError, match=r"1 question_id\(s\) answered more than once \('1'\); was a chunk merged twice"):
+        eval_qbench.main(["--answers-file", str(twice)])
     empty = write_jsonl(tmp_path / "empty.jsonl", [])
     with pytest.raises(ValueError, match="no answers"):
         eval_qbench.main(["--answers-file", str(empty)])

@@ -65,38 +65,56 @@ def score_textvqa(annotation_file: str, result_file: str) -> dict:
         "unanswered_ids"}``; accuracy is over answered questions (upstream's denominator).
 
     Raises:
-        ValueError: an answer matches no annotation (names its question_id and question).
+        ValueError: an answer matches no annotation, or answers a question more often than the
+            annotations ask it (names its question_id and question).
     """
     data = load_json(annotation_file)
     if not isinstance(data, dict) or "data" not in data:
         raise ValueError(f"{annotation_file}: expected a TextVQA annotation file with a 'data' list")
     annotations = data["data"]
     # Questions are compared stripped on both sides: the prompt's question line is stripped, and an
-    # annotation's question may end in a space that the question file kept.
-    by_pair = {(str(a["image_id"]), a["question"].strip().lower()): i for i, a in enumerate(annotations)}
+    # annotation's question may end in a space that the question file kept. A few annotations can
+    # share an (image_id, question) pair; the pair then takes one answer per annotation.
+    by_pair: dict[tuple[str, str], list[int]] = {}
+    for i, a in enumerate(annotations):
+        by_pair.setdefault((str(a["image_id"]), a["question"].strip().lower()), []).append(i)
     by_qid = {str(a["question_id"]): i for i, a in enumerate(annotations) if "question_id" in a}
 
     results = load_jsonl(result_file)
     scores = []
     matched: set[int] = set()
-    unmatched = []
+    answers_per_group: dict[tuple[int, ...], int] = {}
+    unmatched, repeated = [], []
     for position, result in enumerate(results, start=1):
         for key in ("question_id", "prompt", "text"):
             if key not in result:
                 raise ValueError(f"{result_file}: answer {position} has no {key!r} field")
         qid = str(result["question_id"])
-        index = by_pair.get((qid, question_from_prompt(result["prompt"])))
-        if index is None:
-            index = by_qid.get(qid)
-        if index is None:
-            unmatched.append(f"{result['question_id']!r} ({question_from_prompt(result['prompt'])!r})")
+        question = question_from_prompt(result["prompt"])
+        group = by_pair.get((qid, question))
+        if group is None and qid in by_qid:
+            group = [by_qid[qid]]
+        if group is None:
+            unmatched.append(f"{result['question_id']!r} ({question!r})")
             continue
-        matched.add(index)
-        scores.append(soft_accuracy(result["text"], annotations[index]["answers"]))
+        count = answers_per_group[tuple(group)] = answers_per_group.get(tuple(group), 0) + 1
+        if count > len(group):
+            repeated.append(f"{result['question_id']!r} ({question!r}, line {position})")
+            continue
+        matched.add(group[count - 1])
+        # Upstream keys annotations by the pair, so the last annotation of a shared pair scores
+        # every answer to it; kept, so that scores match upstream's.
+        scores.append(soft_accuracy(result["text"], annotations[group[-1]]["answers"]))
     if unmatched:
         raise ValueError(
             f"{result_file}: {len(unmatched)} answer(s) match no annotation in {annotation_file} "
             f"by (image_id, question) or question_id: {format_ids(unmatched, quote=False)}"
+        )
+    if repeated:
+        raise ValueError(
+            f"{result_file}: {len(repeated)} answer(s) repeat a question already answered (more answers "
+            f"than {annotation_file} has questions for that image and question; was a chunk merged "
+            f"twice?): {format_ids(repeated, quote=False)}"
         )
     unanswered_ids = [
         a.get("question_id", a["image_id"]) for i, a in enumerate(annotations) if i not in matched

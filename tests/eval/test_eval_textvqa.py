@@ -63,3 +63,31 @@ def test_annotation_question_with_a_trailing_space_matches(tmp_path, json_file, 
         {"image_id": "img3", "question_id": 103, "question": "What color? ", "answers": ["red"] * 10}]})
     results = jsonl(tmp_path / "a.jsonl", [answer("img3", "Red", f"What color? \n{OCR}\n{INSTR}")])
     assert score_textvqa(str(ann), str(results))["accuracy"] == 1.0
+
+
+def test_an_answer_given_twice_is_an_error(tmp_path, json_file, jsonl):
+    ann = _annotations(tmp_path, json_file)
+    line = answer("img3", "red", "What color?\n" + INSTR)
+    results = jsonl(tmp_path / "a.jsonl", [line, answer("img1", "3", "How many bottles?\n" + INSTR), line])
+    with pytest.raises(ValueError, match=r"1 answer\(s\) repeat a question already answered .*merged twice\?\): "
+                                         r"'img3' \('what color\?', line 3\)"):
+        score_textvqa(str(ann), str(results))
+
+
+def test_a_pair_shared_by_two_annotations_takes_two_answers(tmp_path, json_file, jsonl):
+    """Two questions can ask the same thing about one image: each takes an answer, both count as
+    answered, and (as upstream) both are scored against the last of them."""
+    ann = json_file(tmp_path / "ann.json", {"data": [
+        {"image_id": "img1", "question_id": 10, "question": "What is written?", "answers": ["stop"] * 10},
+        {"image_id": "img1", "question_id": 11, "question": "What is written?", "answers": ["go"] * 10},
+    ]})
+    prompt = "What is written?\n" + INSTR
+    two = jsonl(tmp_path / "two.jsonl", [answer("img1", "stop", prompt), answer("img1", "go", prompt)])
+    result = score_textvqa(str(ann), str(two))
+    assert (result["answered"], result["total"], result["unanswered_ids"]) == (2, 2, [])
+    assert result["accuracy"] == pytest.approx(0.5)
+    one = jsonl(tmp_path / "one.jsonl", [answer("img1", "go", prompt)])
+    assert score_textvqa(str(ann), str(one))["unanswered_ids"] == [11]
+    three = jsonl(tmp_path / "three.jsonl", [answer("img1", "go", prompt)] * 3)
+    with pytest.raises(ValueError, match="1 answer\\(s\\) repeat a question"):
+        score_textvqa(str(ann), str(three))

@@ -26,10 +26,11 @@ def id_key(question_id: Any) -> str:
 
 
 def answer_key(record: dict) -> tuple:
-    """What identifies one answer: question id, round and prompt. Ids alone repeat in several
-    benchmarks: TextVQA's question files use the image id, MME gives the two questions of an image
-    one id, and MMBench's rounds share one."""
-    return id_key(record["question_id"]), record.get("round_id"), record.get("prompt")
+    """What identifies one answer: question id, round, prompt and instruction. Ids alone repeat in
+    several benchmarks: TextVQA's question files use the image id, MME gives the two questions of an
+    image one id, and MMBench's rounds share one. MMBench records its answer-format instruction apart
+    from the prompt (``instruction``)."""
+    return id_key(record["question_id"]), record.get("round_id"), record.get("prompt"), record.get("instruction")
 
 
 def format_ids(ids: Iterable[Any], limit: int = _MAX_IDS_SHOWN, quote: bool = True) -> str:

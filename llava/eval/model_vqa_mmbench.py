@@ -9,7 +9,8 @@ The prompt is ``hint\\nquestion\\nA. ...\\nB. ...`` (the hint when there is one)
 the option's letter from the given choices directly." (or its Chinese version with ``--lang cn``)
 under ``--single-pred-prompt``. ``--all-rounds`` asks each question once per rotation of its
 options (CircularEval). Answer lines carry upstream's ``round_id``, ``options`` and
-``option_char`` and, when the tsv has them, ``answer`` (the correct letter in that round's
+``option_char``, the ``instruction`` under ``--single-pred-prompt`` (upstream's ``prompt`` leaves
+it out) and, when the tsv has them, ``answer`` (the correct letter in that round's
 order), ``category`` and ``l2-category``. Needs pandas (``pip install -e .[eval]``).
 """
 
@@ -117,6 +118,10 @@ def build_items(rows: list[dict], config, conv_mode: str, args: argparse.Namespa
                 message += "\n" + SINGLE_PRED_PROMPT[args.lang]
             fields = {"question_id": row["index"], "round_id": round_idx, "prompt": question, "options": shown,
                       "option_char": letters[round_idx:] + letters[:round_idx]}
+            if args.single_pred_prompt:
+                # Upstream's "prompt" leaves the instruction out; recorded here so that resuming
+                # tells an answer file made with another instruction (or none) from this run's.
+                fields["instruction"] = SINGLE_PRED_PROMPT[args.lang]
             if answer_index is not None:
                 fields["answer"] = ALL_OPTIONS[(answer_index - round_idx) % len(options)]
             for key in ("category", "l2-category"):

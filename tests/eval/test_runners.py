@@ -325,6 +325,17 @@ def test_mmbench_tsv_all_rounds_and_converter(tmp_path, loaded, tiny_checkpoint)
     assert (first["answer"], rotated["answer"], answers[2]["answer"]) == ("B", "A", "C")  # "blue" follows the rotation
     assert answers[3]["prompt"] == "Look closely.\nIs it a cat?\nA. yes\nB. no"
     assert first["category"] == "color" and first["l2-category"] == "attribute"
+    assert first["instruction"] == model_vqa_mmbench.SINGLE_PRED_PROMPT["cn"]
+
+    # The recorded prompt leaves the instruction out, as upstream's does; resuming still refuses a
+    # file answered with another instruction, or none.
+    for other in (["--lang", "en"], []):
+        again = model_vqa_mmbench.build_parser().parse_args([
+            "--model-path", tiny_checkpoint, "--question-file", str(tsv), "--answers-file", str(out),
+            "--all-rounds", "--device", "cpu", *(["--single-pred-prompt"] if other else []), *other])
+        with pytest.raises(ValueError, match=r"already has 5 answer\(s\) for questions not in this run .*prompt option"):
+            model_vqa_mmbench.eval_model(again, loaded)
+    assert _read(out) == answers
 
     result = convert_mmbench_for_submission.main([
         "--annotation-file", str(tsv), "--result-dir", str(tmp_path / "answers"),

@@ -7,9 +7,11 @@ reads ``testdev_balanced_questions.json`` and ``testdev_balanced_predictions.jso
 file :mod:`llava.eval.convert_gqa_for_eval` writes); ``--questions`` / ``--predictions``
 take other paths, where ``{tier}`` is replaced by ``--tier``.
 
-This computes the "Accuracy" line of GQA's official ``eval/eval.py`` (exact match of the
-normalised prediction with the answer, over all questions; a question without a prediction
-counts as wrong and is reported) and the same accuracy per structural and semantic type.
+This computes the "Accuracy", "Binary" and "Open" lines of GQA's official ``eval/eval.py`` (exact
+match of the normalised prediction with the answer, over the questions marked ``isBalanced``, as
+there: all of them in the balanced tiers, a subset of ``testdev_all``; a question without the
+field counts as balanced; a question without a prediction counts as wrong and is reported) and
+the same accuracy per structural and semantic type.
 Consistency, validity, plausibility, grounding and distribution need the scene graphs and
 choices files and are not computed here.
 """
@@ -32,8 +34,9 @@ def score_gqa(questions_file: str, predictions_file: str) -> dict:
         predictions_file: ``[{"questionId", "prediction"}]``.
 
     Returns:
-        ``{"accuracy" (percent, over all questions), "correct", "structural": {type:
-        percent}, "semantic": {type: percent}}`` plus the coverage fields.
+        ``{"accuracy" (percent, over the balanced questions), "correct", "balanced" (how many),
+        "structural": {type: percent}, "semantic": {type: percent}, "answer_type": {"binary" |
+        "open": percent}}`` plus the coverage fields (over all questions).
 
     Raises:
         ValueError: malformed files, repeated question ids, or predictions for unknown ids.
@@ -57,22 +60,28 @@ def score_gqa(questions_file: str, predictions_file: str) -> dict:
         raise ValueError(f"{predictions_file}: repeated questionId(s): {repeated[:10]}")
     coverage = check_coverage(predictions, list(questions), predictions_file, questions_file)
 
-    correct = 0
-    by_type: dict[str, dict[str, list[int]]] = {"structural": {}, "semantic": {}}
+    correct = balanced = 0
+    by_type: dict[str, dict[str, list[int]]] = {"structural": {}, "semantic": {}, "answer_type": {}}
     for qid, question in questions.items():
+        if not question.get("isBalanced", True):
+            continue  # the official accuracy is over the balanced questions only
+        balanced += 1
         prediction = predictions.get(id_key(qid))
         hit = prediction is not None and gqa_prediction(prediction.strip()) == question["answer"].strip().lower()
         correct += int(hit)
+        types = dict(question.get("types", {}))
+        if "structural" in types:  # the official split: "query" questions are open, the rest binary
+            types["answer_type"] = "open" if types["structural"] == "query" else "binary"
         for group, counts in by_type.items():
-            kind = question.get("types", {}).get(group)
+            kind = types.get(group)
             if kind is not None:
                 c = counts.setdefault(kind, [0, 0])
                 c[0] += int(hit)
                 c[1] += 1
-    total = len(questions)
     return {
-        "accuracy": 100.0 * correct / total if total else 0.0,
+        "accuracy": 100.0 * correct / balanced if balanced else 0.0,
         "correct": correct,
+        "balanced": balanced,
         **{group: {kind: 100.0 * c / n for kind, (c, n) in sorted(counts.items())}
            for group, counts in by_type.items()},
         **coverage.as_dict(),
@@ -96,8 +105,10 @@ def main(argv: list[str] | None = None) -> dict:
     result = score_gqa(questions, predictions)
     print(f"{os.path.basename(predictions)}: answered {result['answered']}/{result['total']}"
           + (f"; {result['unanswered']} unanswered (counted as wrong)" if result["unanswered"] else ""))
+    if result["balanced"] < result["total"]:
+        print(f"{result['balanced']} of the {result['total']} questions are balanced; accuracy is over those")
     print(f"Accuracy: {result['accuracy']:.2f}%")
-    for group in ("structural", "semantic"):
+    for group in ("answer_type", "structural", "semantic"):
         if result[group]:
             print(f"{group}: " + ", ".join(f"{k} {v:.2f}%" for k, v in result[group].items()))
     if args.summary:

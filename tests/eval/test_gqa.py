@@ -30,7 +30,28 @@ def test_convert_and_score_gqa(tmp_path, jsonl, json_file, capsys, monkeypatch):
     assert (result["answered"], result["total"], result["unanswered_ids"]) == (3, 4, ["q4"])
     assert result["structural"] == pytest.approx({"choose": 0.0, "query": 50.0, "verify": 100.0})
     assert result["semantic"] == pytest.approx({"attr": 50.0, "obj": 100.0, "rel": 0.0})
+    assert result["answer_type"] == pytest.approx({"binary": 50.0, "open": 50.0})
     assert "Accuracy: 50.00%" in capsys.readouterr().out
+
+
+def test_gqa_accuracy_is_over_the_balanced_questions(tmp_path, json_file, capsys):
+    """As GQA's official eval.py: questions not marked isBalanced (testdev_all) are left out of the
+    accuracy, though they must still be answered."""
+    questions = json_file(tmp_path / "testdev_all_questions.json", {
+        "q1": {"answer": "yes", "isBalanced": True, "types": {"structural": "verify", "semantic": "attr"}},
+        "q2": {"answer": "no", "isBalanced": True, "types": {"structural": "verify", "semantic": "attr"}},
+        "q3": {"answer": "red", "isBalanced": False, "types": {"structural": "query", "semantic": "attr"}},
+        "q4": {"answer": "cat", "isBalanced": False, "types": {"structural": "query", "semantic": "obj"}},
+    })
+    predictions = json_file(tmp_path / "testdev_all_predictions.json", [
+        {"questionId": "q1", "prediction": "yes"}, {"questionId": "q2", "prediction": "yes"},
+        {"questionId": "q3", "prediction": "blue"}])
+    result = eval_gqa.main(["--questions", str(questions), "--predictions", str(predictions)])
+    assert (result["accuracy"], result["correct"], result["balanced"]) == (50.0, 1, 2)
+    assert result["structural"] == {"verify": 50.0} and result["answer_type"] == {"binary": 50.0}
+    assert (result["answered"], result["total"], result["unanswered_ids"]) == (3, 4, ["q4"])
+    out = capsys.readouterr().out
+    assert "2 of the 4 questions are balanced; accuracy is over those\nAccuracy: 50.00%" in out
 
 
 def test_gqa_convert_rejects_bad_line(tmp_path):

@@ -20,8 +20,8 @@ for IDX in $(seq 0 $((CHUNKS-1))); do
     PIDS+=($!)
 done
 wait_chunks
-# An MME question_id names the image, shared by its two questions: merge_answers would reject
-# that, so the chunks are joined as they are and convert_answer_to_mme checks (id, question).
+# An MME question_id names the image, shared by its two questions; the merge keys an answer by
+# (id, prompt), so both are kept, and convert_answer_to_mme checks (id, question).
 merge_chunks "$ANSWERS" "$DIR/answers/$CKPT.jsonl"
 
 python -m llava.eval.convert_answer_to_mme --mme-dir "$DIR" --experiment "$CKPT"

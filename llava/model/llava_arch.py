@@ -14,7 +14,7 @@ from llava.constants import (
     IGNORE_INDEX,
     IMAGE_TOKEN_INDEX,
 )
-from llava.model.multimodal_encoder.builder import build_vision_tower
+from llava.model.multimodal_encoder.builder import build_vision_tower, projector_vision_layers
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_projector.builder import build_vision_projector
 from llava.model.multimodal_projector.registry import OwnInit, canonical_projector_name
@@ -80,6 +80,16 @@ class LlavaMetaModel:
             tower = build_vision_tower(config)
             self.vision_tower = tower
         else:
+            # The checkpoint's own tower: it read the layers the checkpoint's config named, and
+            # must read those the training arguments name, as the saved config will say.
+            before = (tower.select_layer, tower.select_feature, tower.extra_layers)
+            tower.select(config.mm_vision_select_layer, config.mm_vision_select_feature,
+                         projector_vision_layers(config))
+            after = (tower.select_layer, tower.select_feature, tower.extra_layers)
+            if before != after:
+                logger.warning("The training arguments change the vision features the projector reads from the "
+                               "checkpoint's: %s", ", ".join(f"{name} {b} -> {a}" for name, b, a in zip(
+                                   ("select layer", "select feature", "extra layers"), before, after) if a != b))
             tower.load_model()
         config.use_mm_proj = True
         config.mm_hidden_size = tower.hidden_size

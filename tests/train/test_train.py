@@ -340,6 +340,34 @@ def test_training_on_with_another_projector_says_it_starts_a_fresh_one(tmp_path,
             "its weights are not used") in caplog.text
 
 
+def test_training_on_reads_the_vision_layers_the_arguments_name(tmp_path, llama_base, train_tower, tiny_data,
+                                                               caplog):
+    """Training on from a checkpoint keeps its tower object, which read the layers the checkpoint's
+    config named. The training arguments' layers are used instead (as the saved config says, so
+    that the trained projector sees the same features when the result is loaded), and the change is
+    logged. An mlp2x_gelu checkpoint trained on as delta gets the levels delta reads."""
+    delta, mlp = tmp_path / "delta", tmp_path / "mlp"
+    for out, projector_type in ((delta, "delta"), (mlp, "mlp2x_gelu")):
+        train(argv=common_args(out, llama_base, train_tower, tiny_data["stage2"], tiny_data["image_folder"],
+                               version="v1", mm_projector_type=projector_type, max_steps=1))
+    cases = [(delta, dict(mm_vision_select_layer="-1", mm_delta_layers="0,1,2"),
+              "select layer 3 -> 4, extra layers (1, 2, 3) -> (0, 1, 2)"),
+             (mlp, {}, "extra layers () -> (1, 2, 3)")]
+    for checkpoint, flags, change in cases:
+        out = tmp_path / f"on-{checkpoint.name}"
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            trainer = train(argv=common_args(out, str(checkpoint), train_tower, tiny_data["stage2"],
+                                             tiny_data["image_folder"], version="v1", mm_projector_type="delta",
+                                             max_steps=1, **flags))
+        assert f"change the vision features the projector reads from the checkpoint's: {change}" in caplog.text
+        used = trainer.model.get_vision_tower()
+        _, reloaded, _, _ = load_pretrained_model(str(out), None, None, device="cpu")
+        tower = reloaded.get_vision_tower()
+        assert (used.select_layer, used.extra_layers) == (tower.select_layer, tower.extra_layers)
+    assert (tower.select_layer, tower.extra_layers) == (3, (1, 2, 3))
+
+
 # ------------------------------------------------------------------------------------ bad input
 
 

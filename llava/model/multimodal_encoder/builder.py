@@ -22,10 +22,7 @@ def build_vision_tower(vision_tower_cfg, extra_layers: tuple[int, ...] | None = 
     if not name:
         raise ValueError("No vision tower configured: set mm_vision_tower (config) or --vision_tower (training)")
     if extra_layers is None:
-        from llava.model.multimodal_projector.registry import projector_class
-
-        projector = getattr(vision_tower_cfg, "mm_projector_type", None)
-        extra_layers = projector_class(projector).vision_layers(vision_tower_cfg) if projector else ()
+        extra_layers = projector_vision_layers(vision_tower_cfg)
     return CLIPVisionTower(
         name,
         select_layer=vision_tower_cfg.mm_vision_select_layer,
@@ -33,3 +30,12 @@ def build_vision_tower(vision_tower_cfg, extra_layers: tuple[int, ...] | None = 
         extra_layers=tuple(extra_layers),
         delay_load=delay_load,
     )
+
+
+def projector_vision_layers(config) -> tuple[int, ...]:
+    """The hidden-state indices the config's projector reads besides the selected layer (none for
+    upstream's projectors)."""
+    from llava.model.multimodal_projector.registry import projector_class  # the registry imports this package
+
+    projector = getattr(config, "mm_projector_type", None)
+    return tuple(projector_class(projector).vision_layers(config)) if projector else ()

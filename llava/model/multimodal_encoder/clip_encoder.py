@@ -110,14 +110,9 @@ class CLIPVisionTower(nn.Module):
         delay_load: bool = False,
     ):
         super().__init__()
-        if select_feature not in ("patch", "cls_patch"):
-            raise ValueError(f"Unexpected mm_vision_select_feature {select_feature!r}; expected 'patch' or 'cls_patch'")
         self.vision_tower_name = str(vision_tower)
-        self.select_feature = select_feature
         self.cfg_only = load_vision_config(self.vision_tower_name)
-        num_states = self.cfg_only.num_hidden_layers + 1
-        self.select_layer = resolve_layer(select_layer, num_states, "mm_vision_select_layer")
-        self.extra_layers = tuple(resolve_layer(i, num_states, "vision layer") for i in extra_layers)
+        self.select(select_layer, select_feature, extra_layers)
         self.image_processor = build_image_processor(self.vision_tower_name, self.cfg_only)
         # The module exists from the start (random init) so that a checkpoint that contains the
         # tower's weights fills it; load_model() reads the tower folder's own weights instead.
@@ -126,6 +121,20 @@ class CLIPVisionTower(nn.Module):
         self.is_loaded = False
         if not delay_load:
             self.load_model()
+
+    def select(self, select_layer: int, select_feature: str, extra_layers: tuple[int, ...] = ()) -> None:
+        """Sets which hidden states the forward returns (also on a tower already built, when training
+        on from a checkpoint with other settings).
+
+        Raises:
+            ValueError: an unknown ``select_feature``, or a layer index out of the tower's range.
+        """
+        if select_feature not in ("patch", "cls_patch"):
+            raise ValueError(f"Unexpected mm_vision_select_feature {select_feature!r}; expected 'patch' or 'cls_patch'")
+        num_states = self.cfg_only.num_hidden_layers + 1
+        self.select_feature = select_feature
+        self.select_layer = resolve_layer(select_layer, num_states, "mm_vision_select_layer")
+        self.extra_layers = tuple(resolve_layer(i, num_states, "vision layer") for i in extra_layers)
 
     @property
     def has_weights_on_disk(self) -> bool:

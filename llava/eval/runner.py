@@ -198,14 +198,11 @@ class LoadedModel:
 
 
 def load_model(args: argparse.Namespace) -> LoadedModel:
-    """``load_pretrained_model`` on ``args.device`` (default: :func:`default_device`), set up for
-    left-padded batched generation."""
+    """``load_pretrained_model`` on ``args.device`` (default: :func:`default_device`)."""
     model_path = os.path.expanduser(args.model_path)
     model_name = get_model_name_from_path(model_path)
     device = args.device or default_device()
     tokenizer, model, image_processor, _ = load_pretrained_model(model_path, args.model_base, model_name, device=device)
-    # The splice re-pads on this side; batched generation needs the prompts to end together.
-    model.config.tokenizer_padding_side = "left"
     return LoadedModel(tokenizer, model, image_processor, model_name, resolve_conv_mode(args.conv_mode, model.config))
 
 

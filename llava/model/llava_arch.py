@@ -155,7 +155,8 @@ class LlavaMetaForCausalLM:
         return projector(features.to(dtype=proj_dtype))
 
     def prepare_inputs_labels_for_multimodal(
-        self, input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes=None
+        self, input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes=None,
+        padding_side: str | None = None,
     ):
         """Replaces each ``IMAGE_TOKEN_INDEX`` by that image's visual tokens.
 
@@ -164,9 +165,11 @@ class LlavaMetaForCausalLM:
             images: [n, 3, S, S] (or a list of [3, S, S] / [k, 3, S, S]); n equals the number of
                 image tokens, or that plus the number of text-only samples (training batches give
                 text-only samples a placeholder image so every rank runs the projector).
+            padding_side: "left" or "right" to re-pad on; by default the config's
+                ``tokenizer_padding_side`` (training's side). Generation passes "left".
         Returns:
             (None, position_ids, attention_mask, past_key_values, inputs_embeds [B, T', H], labels),
-            truncated to ``tokenizer_model_max_length`` and re-padded on ``tokenizer_padding_side``.
+            truncated to ``tokenizer_model_max_length`` and re-padded on ``padding_side``.
         """
         tower = self.get_vision_tower()
         # A one-token step without an image token is a cached decoding step: nothing to splice.
@@ -238,11 +241,12 @@ class LlavaMetaForCausalLM:
             seq_embeds = [e[:max_len] for e in seq_embeds]
             seq_labels = [lab[:max_len] for lab in seq_labels]
 
-        return (None, *self._pad_spliced(seq_embeds, seq_labels, position_ids, attention_mask, labels),)
+        side = padding_side or getattr(self.config, "tokenizer_padding_side", "right")
+        return (None, *self._pad_spliced(seq_embeds, seq_labels, position_ids, attention_mask, labels, side),)
 
-    def _pad_spliced(self, seq_embeds, seq_labels, position_ids, attention_mask, labels):
-        """Pads spliced sequences back into a batch; returns (position_ids, attention_mask,
-        past_key_values=None, inputs_embeds, labels)."""
+    def _pad_spliced(self, seq_embeds, seq_labels, position_ids, attention_mask, labels, side):
+        """Pads spliced sequences back into a batch on ``side``; returns (position_ids,
+        attention_mask, past_key_values=None, inputs_embeds, labels)."""
         batch, longest = len(seq_embeds), max(len(e) for e in seq_embeds)
         hidden = seq_embeds[0].shape[-1]
         ref = seq_embeds[0]
@@ -250,7 +254,9 @@ class LlavaMetaForCausalLM:
         new_labels = torch.full((batch, longest), IGNORE_INDEX, dtype=seq_labels[0].dtype, device=ref.device)
         mask = torch.zeros((batch, longest), dtype=torch.bool, device=ref.device)
         positions = torch.zeros((batch, longest), dtype=torch.long, device=ref.device)
-        left = getattr(self.config, "tokenizer_padding_side", "right") == "left"
+        if side not in ("left", "right"):
+            raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+        left = side == "left"
         for b, (emb, lab) in enumerate(zip(seq_embeds, seq_labels)):
             n = len(emb)
             span = slice(longest - n, longest) if left else slice(0, n)

@@ -107,8 +107,11 @@ def test_truncation_never_cuts_an_image(model):
     assert model(input_ids=ids, images=torch.randn(1, 3, 56, 56)).logits.shape[1] == 18
 
 
-def test_left_padded_batch_generates_like_single(model, llama_tokenizer):
-    model.config.tokenizer_padding_side = "left"
+@pytest.mark.parametrize("training_side", ["right", "left"])
+def test_left_padded_batch_generates_like_single(model, llama_tokenizer, monkeypatch, training_side):
+    """Whatever side training padded on (trained checkpoints say "right"), generate re-pads the
+    spliced batch on the left, so a row answers as it does alone."""
+    monkeypatch.setattr(model.config, "tokenizer_padding_side", training_side)
     prompts = [PROMPT, "USER: <image>\nDescribe the image in detail please. ASSISTANT:"]
     seqs = [tokenizer_image_token(p, llama_tokenizer) for p in prompts]
     longest = max(map(len, seqs))

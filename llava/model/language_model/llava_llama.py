@@ -122,6 +122,8 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         """Upstream's signature: ``generate(input_ids, images=..., image_sizes=...)``.
 
         Returns only the new tokens (generation runs from ``inputs_embeds``), as upstream does.
+        A padded batch is re-padded on the left after the splice, whatever side training used, so
+        every row's prompt ends where its new tokens start and a batch answers as its rows alone.
         """
         if "inputs_embeds" in kwargs:
             raise NotImplementedError("pass input_ids (with -200 image tokens) and images, not inputs_embeds")
@@ -129,7 +131,7 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         attention_mask = kwargs.pop("attention_mask", None)
         if images is not None:
             _, _, attention_mask, _, inputs_embeds, _ = self.prepare_inputs_labels_for_multimodal(
-                inputs, position_ids, attention_mask, None, None, images, image_sizes
+                inputs, position_ids, attention_mask, None, None, images, image_sizes, padding_side="left"
             )
         else:
             inputs_embeds = self.get_model().embed_tokens(inputs)

@@ -293,7 +293,10 @@ class LlavaMetaForCausalLM:
             # replace the placeholder), so the embeddings stay frozen for it.
             if model_args.tune_mm_mlp_adapter and model_args.mm_use_im_start_end:
                 self.get_input_embeddings().requires_grad_(True)
-                self.get_output_embeddings().requires_grad_(False)
+                # With tied embeddings (SmolLM2, for one) the LM head is the same matrix: freezing
+                # it would freeze the rows that must train.
+                if self.get_output_embeddings().weight is not self.get_input_embeddings().weight:
+                    self.get_output_embeddings().requires_grad_(False)
             adapter = getattr(model_args, "pretrain_mm_mlp_adapter", None)
             if adapter and model_args.mm_use_im_start_end:
                 if not weights.copy_new_token_rows(inp, weights.read_state_dict(adapter), added, adapter):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, TrainerCallback
+from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM, TrainerCallback
 
 from llava.mm_utils import tokenizer_image_token
 from llava.model import LlavaLlamaForCausalLM
@@ -451,6 +451,28 @@ def test_stage1_trains_the_embeddings_only_for_start_end_tokens(tmp_path, llama_
                            pretrain_mm_mlp_adapter=out / "mm_projector.bin", mm_use_im_patch_token=True,
                            mm_use_im_start_end=True, max_steps=1), callbacks=[start])
     torch.testing.assert_close(start.rows, trained)
+
+
+def test_stage1_trains_start_end_rows_of_tied_embeddings(tmp_path, llama_base, train_tower, tiny_data):
+    """An LLM whose LM head is its embedding matrix (tie_word_embeddings, as SmolLM2): the
+    <im_start>/<im_end> rows still train in stage 1 and are saved with the projector."""
+    tied = tmp_path / "tied"
+    config = AutoConfig.from_pretrained(llama_base)
+    config.tie_word_embeddings = True
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(config)
+    assert llm.get_output_embeddings().weight is llm.get_input_embeddings().weight
+    llm.save_pretrained(tied)
+    AutoTokenizer.from_pretrained(llama_base).save_pretrained(tied)
+    out = tmp_path / "stage1"
+    trainer = train(argv=common_args(out, str(tied), train_tower, tiny_data["stage1"], tiny_data["image_folder"],
+                                     version="plain", tune_mm_mlp_adapter=True, mm_projector_type="mlp2x_gelu",
+                                     mm_use_im_patch_token=False, mm_use_im_start_end=True, max_steps=2))
+    embed = trainer.model.get_model().embed_tokens.weight
+    assert embed.requires_grad
+    mean_init = llm.get_input_embeddings().weight.mean(0)
+    assert not torch.allclose(embed[-2:], mean_init.expand(2, -1))
+    torch.testing.assert_close(load_file(out / "mm_projector.safetensors")["model.embed_tokens.weight"], embed.detach())
 
 
 def test_unsupported_patch_merge_type_stops_before_training(tmp_path, llama_base, train_tower, tiny_data):

@@ -72,32 +72,42 @@ def save_config(config, output_dir: str) -> None:
 
 
 class MismatchCounter:
-    """Counts samples whose labels could not be aligned; raises past the allowed number.
+    """Counts the distinct samples whose labels could not be aligned; raises past the allowed number.
+
+    A sample met again (another epoch) is not counted again. Each process counts what it sees and
+    compares it with the whole run's allowance, so a run is never stopped for a share of the data
+    below the ratio; the data check before training counts over the whole file.
 
     Args:
-        limit: how many mismatched samples this process may see before the run stops.
+        limit: how many mismatched samples the run may have (the ratio times the dataset's size).
         ratio: the ``max_tokenization_mismatch_ratio`` it came from (for the message).
     """
 
     def __init__(self, limit: float, ratio: float):
         self.limit = limit
         self.ratio = ratio
-        self.count = 0
-        self.first_ids: list[str] = []
+        self.seen: dict[str, None] = {}  # sample ids in the order first met
+        self._unnamed = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.seen)
 
     def update(self, flags, sample_ids) -> None:
         flags = flags.tolist() if isinstance(flags, torch.Tensor) else list(flags)
         ids = list(sample_ids) if sample_ids is not None else [None] * len(flags)
         for flag, sid in zip(flags, ids):
             if flag:
-                self.count += 1
-                if len(self.first_ids) < 5:
-                    self.first_ids.append(str(sid))
+                if sid is None:  # no id to tell a repeat by: every one counts
+                    self._unnamed += 1
+                    sid = f"<unnamed {self._unnamed}>"
+                self.seen.setdefault(str(sid), None)
         if self.count > self.limit:
             raise ValueError(
-                f"Tokenization mismatch in {self.count} training samples so far (first: {self.first_ids}); "
-                f"--max_tokenization_mismatch_ratio {self.ratio} allows {int(self.limit)} on this process. "
-                f"Their labels could not be aligned with the replies: check that --version fits the tokenizer.")
+                f"Tokenization mismatch in {self.count} distinct training samples so far (first: "
+                f"{list(self.seen)[:5]}); --max_tokenization_mismatch_ratio {self.ratio} allows {int(self.limit)} in "
+                f"this run. Their labels could not be aligned with the replies: check that --version fits the "
+                f"tokenizer.")
 
 
 class LLaVATrainer(Trainer):
@@ -115,8 +125,7 @@ class LLaVATrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.projector_only = projector_only
         num_samples = len(self.train_dataset) if self.train_dataset is not None else 0
-        world = max(1, self.args.world_size)
-        self.mismatches = MismatchCounter(max_tokenization_mismatch_ratio * num_samples / world,
+        self.mismatches = MismatchCounter(max_tokenization_mismatch_ratio * num_samples,
                                           max_tokenization_mismatch_ratio)
 
     # ------------------------------------------------------------------------------ data

@@ -252,8 +252,10 @@ def _image_problem(path: str, open_files: bool) -> tuple[str, str] | None:
     if not open_files:
         return None
     try:
+        # Decoded in full, as training will: verify() reads only the headers, so a file cut short
+        # (a partial download) passed it and failed hours into the run.
         with Image.open(path) as image:
-            image.verify()
+            image.load()
     except Exception as err:  # PIL raises many types for a bad file; the error is reported, not hidden
         return "unreadable_image", f"cannot read image {path}: {type(err).__name__}: {err}"
     return None
@@ -273,7 +275,7 @@ def check_data_file(
         data_path: JSON list or JSONL file of LLaVA samples.
         image_folder: folder the ``image`` paths are relative to (``None``: relative to the cwd).
         plain: the ``plain`` template is used (each sample must be one image + one caption).
-        check_images: open every image file (``False``: only check that it exists).
+        check_images: open and decode every image file (``False``: only check that it exists).
         num_threads: threads for the image checks (file system bound).
     Returns:
         (good, report): ``good`` holds ``(index, sample)`` for every usable sample, in file order.

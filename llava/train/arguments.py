@@ -51,7 +51,7 @@ class DataArguments:
     # New here: the data check before training.
     skip_bad_samples: bool = field(
         default=False, metadata={"help": "train on the good samples and report the bad ones (default: stop)"})
-    check_images: bool = field(default=True, metadata={"help": "open every image before training (else: exists)"})
+    check_images: bool = field(default=True, metadata={"help": "decode every image before training (else: exists)"})
     tokenization_check_samples: int = field(
         default=2000, metadata={"help": "samples tokenized before training (-1: all); the rest are checked as used, "
                                         "but with --skip_bad_samples every sample's length is checked before"})

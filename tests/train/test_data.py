@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -311,6 +312,24 @@ def test_every_bad_sample_is_listed_with_its_id(tmp_path, image_folder):
         assert f"sample {sid!r}" in message
     assert str(image_folder / "nowhere.png") in message and str(image_folder / "broken.png") in message
     assert "(index 4)" in message
+
+
+def test_an_image_cut_short_is_found_before_training(tmp_path, image_folder):
+    """A JPEG cut short (a partial download) has sound headers; it is found by decoding it, as
+    training will, not hours into the run."""
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(image_folder / "whole.jpg", quality=90)
+    data = (image_folder / "whole.jpg").read_bytes()
+    (image_folder / "cut.jpg").write_bytes(data[:len(data) // 2])
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([_good("whole", "whole.jpg"), _good("cut", "cut.jpg")]))
+    good, report = check_data_file(path, str(image_folder))
+    assert [s["id"] for _, s in good] == ["whole"]
+    [bad] = report.bad
+    assert (bad.sample_id, bad.reason) == ("cut", "unreadable_image")
+    assert str(image_folder / "cut.jpg") in bad.detail and "truncated" in bad.detail
+    good, report = check_data_file(path, str(image_folder), check_images=False)  # only that it exists
+    assert len(good) == 2 and not report.bad
 
 
 def test_skip_bad_samples_reports_counts_per_reason(tmp_path, image_folder, caplog):

@@ -170,6 +170,12 @@ def load_pretrained_model(
     if model_base is not None and (kind != "full" or not _has_tokenizer(model_path)):  # else it is not read
         model_base = resolve_local(model_base, "model_base")
     config_dict = read_config_dict(model_path)
+    if "vision_config" in config_dict and "text_config" in config_dict and not config_dict.get("mm_vision_tower"):
+        raise ValueError(
+            f"{model_path} is a transformers-format LLaVA checkpoint (architectures "
+            f"{config_dict.get('architectures')}, with vision_config and text_config); load it with transformers' "
+            f"own class (e.g. LlavaForConditionalGeneration). load_pretrained_model reads LLaVA's own layout "
+            f"(mm_vision_tower and mm_projector in config.json)")
     if not is_multimodal_config(config_dict):
         if kind != "full":
             raise ValueError(f"{model_path} has no mm_vision_tower in config.json, so it must be a full language model")
@@ -211,6 +217,10 @@ def load_pretrained_model(
             missing = {k for k in missing if not k.startswith("model.mm_projector.") and k not in loaded}
 
     tower = model.get_vision_tower()
+    if tower is None:
+        # A LLaVA model trained without a vision tower (no --vision_tower): a language model.
+        _add_image_tokens(tokenizer, model, config)
+        return _finish(tokenizer, model, None, device, quant)
     if any(k.startswith("model.vision_tower.") for k in missing):
         # The checkpoint does not carry the tower: read it from mm_vision_tower, which must have weights
         # (training accepts a config-only tower folder as a random tower; answering with one is a mistake).

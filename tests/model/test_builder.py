@@ -186,6 +186,40 @@ def test_missing_weights_and_tower_errors(tmp_path, llama_tokenizer):
         CLIPVisionTower("openai/clip-vit-large-patch14-336-not-cached")
 
 
+def test_llava_model_trained_without_a_tower_loads_as_a_language_model(tmp_path, llama_tokenizer):
+    """llava.train.train without --vision_tower saves LlavaLlamaForCausalLM with mm_vision_tower null:
+    it loads, without an image processor, and generates text."""
+    from llava.model import LlavaConfig
+    from tests.conftest import TINY_LLM
+
+    config = LlavaConfig(**TINY_LLM, vocab_size=len(llama_tokenizer), bos_token_id=llama_tokenizer.bos_token_id,
+                         eos_token_id=llama_tokenizer.eos_token_id, pad_token_id=0)
+    torch.manual_seed(0)
+    saved = LlavaLlamaForCausalLM(config).eval()
+    saved.save_pretrained(tmp_path / "text")
+    _save_tokenizer(llama_tokenizer, tmp_path / "text")
+    assert json.loads((tmp_path / "text" / "config.json").read_text())["architectures"] == ["LlavaLlamaForCausalLM"]
+    tokenizer, model, processor, _ = load_pretrained_model(str(tmp_path / "text"), None, None, device="cpu")
+    assert processor is None and model.get_vision_tower() is None
+    ids = tokenizer("USER: Hello ASSISTANT:", return_tensors="pt").input_ids
+    expected = saved.generate(ids, max_new_tokens=4, do_sample=False)
+    assert model.generate(ids, max_new_tokens=4, do_sample=False).tolist() == expected.tolist()
+
+
+def test_transformers_format_llava_checkpoint_is_named_as_such(tmp_path, llama_tokenizer):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig as HFLlavaConfig, LlavaForConditionalGeneration
+
+    from tests.conftest import TINY_LLM, TINY_TOWER
+
+    hf = HFLlavaConfig(text_config=LlamaConfig(**TINY_LLM, vocab_size=len(llama_tokenizer) + 1),
+                       vision_config=CLIPVisionConfig(**TINY_TOWER), image_token_index=len(llama_tokenizer))
+    LlavaForConditionalGeneration(hf).save_pretrained(tmp_path / "hf")
+    _save_tokenizer(llama_tokenizer, tmp_path / "hf")
+    with pytest.raises(ValueError, match=r"is a transformers-format LLaVA checkpoint \(architectures "
+                                         r"\['LlavaForConditionalGeneration'\].*LLaVA's own layout"):
+        load_pretrained_model(str(tmp_path / "hf"), None, None, device="cpu")
+
+
 def test_tower_folder_without_weights_is_an_error_not_a_random_tower(tmp_path, reference, llama_tokenizer, tower_dir):
     """A checkpoint without the tower's weights reads them from mm_vision_tower; a folder there
     with a config but no weights would silently give a random tower."""

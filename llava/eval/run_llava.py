@@ -4,8 +4,8 @@
         --image-file view.jpg --query "What is in the image?" [--temperature 0] [--device cpu]
 
 Several images: ``--image-file a.jpg,b.jpg`` (split on ``--sep``) with one ``<image-placeholder>``
-per image in the query, where each image goes. Without a placeholder the image comes first, as
-upstream. An image may be an http(s) URL. The images, the placeholders and ``--conv-mode`` are
+per image in the query, where each image goes (a query written with LLaVA's own ``<image>`` tags is
+used as written, one image per tag). Without either the image comes first, as upstream. An image may be an http(s) URL. The images, the placeholders and ``--conv-mode`` are
 checked before the model loads; a problem is one ``error:`` line and exit code 2. From Python, as
 in upstream's README::
 
@@ -70,21 +70,29 @@ def check_inputs(args) -> list[Image.Image]:
     if requested not in AUTO_CONV_MODES and requested not in conv_templates:
         raise RequestError(f"Unknown --conv-mode {requested!r}; known: {sorted(conv_templates)}")
     files = image_parser(args)
-    slots = args.query.count(IMAGE_PLACEHOLDER)
-    if len(files) != max(slots, 1):  # no placeholder: one image, placed first
+    placeholders, tags = args.query.count(IMAGE_PLACEHOLDER), args.query.count(DEFAULT_IMAGE_TOKEN)
+    if placeholders and tags:
+        raise RequestError(f"--query has both {IMAGE_PLACEHOLDER} and {DEFAULT_IMAGE_TOKEN}; mark where each image "
+                           f"goes with one of them")
+    marker = IMAGE_PLACEHOLDER if placeholders or not tags else DEFAULT_IMAGE_TOKEN
+    slots = placeholders or tags
+    if len(files) != max(slots, 1):  # no marker: one image, placed first
         given = f"{len(files)} image" + ("s" if len(files) != 1 else "")
-        where = f"{slots} {IMAGE_PLACEHOLDER}s" if slots else f"no {IMAGE_PLACEHOLDER}"
+        where = f"{slots} {marker}s" if slots else f"no {marker}"
         raise RequestError(f"--image-file gives {given} but --query has {where}; "
-                           f"put one {IMAGE_PLACEHOLDER} in the query where each image goes")
+                           f"put one {marker} in the query where each image goes")
     return [load_image(f) for f in files]
 
 
 def build_query(query: str, config) -> str:
-    """Upstream's placement: each ``<image-placeholder>`` becomes an image, else one image leads."""
+    """Upstream's placement: each ``<image-placeholder>`` becomes an image, else one image leads. A
+    query that already holds ``<image>`` tags keeps them where they are (upstream added another)."""
+    token = DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN \
+        if getattr(config, "mm_use_im_start_end", False) else DEFAULT_IMAGE_TOKEN
     if IMAGE_PLACEHOLDER in query:
-        token = DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN \
-            if getattr(config, "mm_use_im_start_end", False) else DEFAULT_IMAGE_TOKEN
         return query.replace(IMAGE_PLACEHOLDER, token)
+    if DEFAULT_IMAGE_TOKEN in query:
+        return query.replace(DEFAULT_IMAGE_TOKEN, token)
     return image_prompt(query, config)
 
 

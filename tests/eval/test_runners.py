@@ -353,6 +353,21 @@ def test_run_llava_prints_an_answer(tiny_checkpoint, image_folder, capsys):
                              "image_file": f"{image_folder}/a.png,{image_folder}/b.png", "sep": ",",
                              "temperature": 0, "top_p": None, "num_beams": 1, "max_new_tokens": 4})()
     assert isinstance(run_llava.eval_model(args), str)
+    # A query written with LLaVA's own <image> tag is used as written: the same answer as the image
+    # placed first for it (upstream added a second tag, and the run failed on the count).
+    tagged = run_llava.main(["--model-path", tiny_checkpoint, "--image-file", f"{image_folder}/a.png",
+                             "--query", "<image>\nWhat is in the image?", "--temperature", "0",
+                             "--max_new_tokens", "6"])
+    assert tagged == answer
+
+
+def test_run_llava_query_tags(tiny_checkpoint):
+    from llava.model.builder import read_config_dict
+    config = type("Config", (), read_config_dict(tiny_checkpoint))()
+    assert run_llava.build_query("<image>\nWhat?", config) == "<image>\nWhat?"
+    assert run_llava.build_query("What?", config) == "<image>\nWhat?"
+    config.mm_use_im_start_end = True
+    assert run_llava.build_query("A <image> and <image>", config) == "A <im_start><image><im_end> and <im_start><image><im_end>"
 
 
 LLVISIONQA = [

@@ -49,9 +49,11 @@ def llava_config_from_dict(config: dict, **overrides) -> LlavaConfig:
     return LlavaConfig(**values)
 
 
-def resolve_local(path: str | os.PathLike, what: str = "Model path") -> str:
+def resolve_local(path: str | os.PathLike, what: str = "Model path", cache_dir: str | None = None,
+                  revision: str | None = None) -> str:
     """A local folder for ``path``: the folder itself, or the Hugging Face cache's snapshot of a hub
-    id such as ``liuhaotian/llava-v1.5-7b`` that was downloaded before. Nothing is downloaded here.
+    id such as ``liuhaotian/llava-v1.5-7b`` that was downloaded before (from ``cache_dir`` when
+    given, at ``revision`` when given). Nothing is downloaded here.
 
     Raises:
         FileNotFoundError: neither a folder nor a cached hub id, saying how to download it.
@@ -65,7 +67,7 @@ def resolve_local(path: str | os.PathLike, what: str = "Model path") -> str:
         from huggingface_hub.errors import LocalEntryNotFoundError
 
         try:
-            return snapshot_download(path, local_files_only=True)
+            return snapshot_download(path, local_files_only=True, cache_dir=cache_dir, revision=revision)
         except (LocalEntryNotFoundError, OSError, ValueError):
             pass
         raise FileNotFoundError(
@@ -142,11 +144,14 @@ def load_pretrained_model(
         model_base: the base LLM (folder or cached hub id) for projector-only and LoRA checkpoints.
         model_name: accepted for upstream compatibility; not used to decide anything.
         device: "cuda", "cuda:1", "cpu", "mps", ... ; on CPU the model loads in float32.
-        kwargs: ``torch_dtype``/``dtype`` to override the precision; ``attn_implementation``.
+        kwargs: ``torch_dtype``/``dtype`` to override the precision; ``attn_implementation``;
+            ``cache_dir`` and ``revision`` for hub ids in the cache; anything else goes to the model's
+            ``from_pretrained``, as upstream.
     Returns:
         (tokenizer, model, image_processor or None, context_len)
     """
-    model_path = resolve_local(model_path)
+    cache_dir, revision = kwargs.pop("cache_dir", None), kwargs.pop("revision", None)
+    model_path = resolve_local(model_path, cache_dir=cache_dir, revision=revision)
     device = torch.device(device)
     dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or (
         torch.float16 if device.type == "cuda" else torch.float32)
@@ -158,7 +163,7 @@ def load_pretrained_model(
                                       ("flash_attention_2" if use_flash_attn else None))
     compute_dtype = dtype if isinstance(dtype, torch.dtype) else torch.float16 if device.type == "cuda" else torch.float32
     quant = _quantization(load_8bit, load_4bit, compute_dtype)
-    load_kwargs = dict(dtype=dtype, attn_implementation=attn, local_files_only=True)
+    load_kwargs = dict(kwargs, dtype=dtype, attn_implementation=attn, local_files_only=True)
     if quant is not None:
         load_kwargs["quantization_config"] = quant
     if device.type == "cuda":
@@ -168,7 +173,7 @@ def load_pretrained_model(
 
     kind = checkpoint_kind(model_path, model_base)
     if model_base is not None and (kind != "full" or not _has_tokenizer(model_path)):  # else it is not read
-        model_base = resolve_local(model_base, "model_base")
+        model_base = resolve_local(model_base, "model_base", cache_dir=cache_dir)
     config_dict = read_config_dict(model_path)
     if "vision_config" in config_dict and "text_config" in config_dict and not config_dict.get("mm_vision_tower"):
         raise ValueError(

@@ -173,6 +173,20 @@ def test_hub_id_loads_from_the_hugging_face_cache_only(tmp_path, reference, llam
         load_pretrained_model(str(stage1), "someone/vicuna-7b", None, device="cpu")
 
 
+def test_cache_dir_and_other_keywords_reach_the_loaders(tmp_path, reference, llama_tokenizer):
+    """As upstream, keywords go on to from_pretrained; cache_dir also finds a hub id in that cache."""
+    cache = tmp_path / "elsewhere"
+    snapshot = hub_cache_snapshot(cache, "someone/llava-v1.5-tiny")
+    reference.save_pretrained(snapshot)  # model.safetensors
+    _save_tokenizer(llama_tokenizer, snapshot)
+    tokenizer, model, _, _ = load_pretrained_model("someone/llava-v1.5-tiny", None, None, device="cpu",
+                                                   cache_dir=str(cache))
+    pixels = torch.randn(1, 3, 56, 56)
+    torch.testing.assert_close(_logits(model, tokenizer, pixels), _logits(reference, llama_tokenizer, pixels))
+    with pytest.raises(OSError, match="pytorch_model.bin"):  # told not to read the safetensors file it has
+        load_pretrained_model(snapshot, None, None, device="cpu", use_safetensors=False)
+
+
 def test_missing_weights_and_tower_errors(tmp_path, llama_tokenizer):
     empty = tmp_path / "empty"
     empty.mkdir()

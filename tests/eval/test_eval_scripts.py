@@ -229,8 +229,9 @@ def test_scorer_summary_lines(monkeypatch, capsys, tmp_path):
     eval_textvqa.main(["--annotation-file", "a.json", "--result-file", "r.jsonl", "--summary", "textvqa ck"])
     assert capsys.readouterr().out.splitlines()[-1] == "textvqa ck: accuracy = 58.21% (answered 9/10)"
 
-    monkeypatch.setattr(eval_gqa, "score_gqa", lambda *a: {"accuracy": 62.0, "correct": 6, "structural": {},
-                                                           "semantic": {}, **_coverage()})
+    monkeypatch.setattr(eval_gqa, "score_gqa", lambda *a: {"accuracy": 62.0, "correct": 6, "balanced": 10,
+                                                           "structural": {}, "semantic": {}, "answer_type": {},
+                                                           **_coverage()})
     eval_gqa.main(["--summary", "gqa ck"])
     assert capsys.readouterr().out.splitlines()[-1] == "gqa ck: accuracy = 62.00% (answered 9/10)"
 

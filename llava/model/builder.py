@@ -275,7 +275,8 @@ def _apply_lora(model, model_path: str, config: LlavaConfig):
 
     trainables = weights.read_non_lora_trainables(model_path)
     own = model.state_dict()
-    unknown = sorted(set(trainables) - set(own))
+    # Projector keys are checked by load_projector_weights, which also maps the released code's names.
+    unknown = sorted(k for k in set(trainables) - set(own) if not k.startswith("model.mm_projector."))
     if unknown:
         raise ValueError(f"{weights.NON_LORA_FILE} in {model_path} has keys the model lacks: {unknown[:8]}")
     projector = {k: v for k, v in trainables.items() if k.startswith("model.mm_projector.")}

@@ -130,6 +130,36 @@ def test_lora_checkpoint_is_detected_by_files_and_merged(tmp_path, reference, ll
     torch.testing.assert_close(_logits(model, tokenizer, pixels), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_lora_checkpoint_of_the_released_code_loads_its_projector(tmp_path, llama_tokenizer):
+    """The released code's LoRA runs save the projector in non_lora_trainables.bin under its own
+    names (q_proj_1, clip_attn, combined_block.ntb, ...): they are mapped, as in full checkpoints."""
+    from peft import LoraConfig, get_peft_model
+
+    from tests.conftest import make_tower, released_projector_state
+
+    tower = make_tower(tmp_path / "tower", hidden_size=64)
+    reference = tiny_llava_model(tiny_llava_config(tower, llama_tokenizer, projector="delatallava", scale_factor=2))
+    base = tmp_path / "base"
+    reference.save_pretrained(base)
+    _save_tokenizer(llama_tokenizer, base)
+    torch.manual_seed(1)
+    peft_model = get_peft_model(reference, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                       init_lora_weights=False))
+    llava = peft_model.base_model.model
+    with torch.no_grad():
+        for p in llava.get_model().mm_projector.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # trained: differs from the base's projector
+    lora_dir = tmp_path / "released-lora"
+    peft_model.save_pretrained(lora_dir)
+    reference.config.save_pretrained(lora_dir)
+    torch.save({f"base_model.model.{k}": v for k, v in released_projector_state(llava).items()},
+               lora_dir / weights.NON_LORA_FILE)
+    tokenizer, model, _, _ = load_pretrained_model(str(lora_dir), str(base), None, device="cpu")
+    pixels = torch.randn(1, 3, 56, 56)
+    expected = _logits(peft_model, llama_tokenizer, pixels)
+    torch.testing.assert_close(_logits(model, tokenizer, pixels), expected, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 def test_quantized_loading_keeps_projector_and_tower(tmp_path, reference, llama_tokenizer, bits):
     import bitsandbytes as bnb

@@ -17,6 +17,7 @@ from llava.constants import (
 from llava.model.multimodal_encoder.builder import build_vision_tower, projector_vision_layers
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.model.multimodal_projector.builder import build_vision_projector
+from llava.model.multimodal_projector.delta import parse_layers
 from llava.model.multimodal_projector.registry import OwnInit, canonical_projector_name
 
 logger = logging.getLogger(__name__)
@@ -120,8 +121,17 @@ def _signature(config) -> tuple:
     projector (``delatallava``, the released code's name for ``delta``) are the same projector."""
     return (("type", canonical_projector_name(config.mm_projector_type)), ("mm_hidden_size", config.mm_hidden_size), ("hidden_size", config.hidden_size),
             ("scale_factor", config.scale_factor), ("mm_delta_rank", config.mm_delta_rank),
-            ("mm_delta_layers", str(config.mm_delta_layers)), ("mm_delta_depth", config.mm_delta_depth),
+            ("mm_delta_layers", _layers_key(config.mm_delta_layers)), ("mm_delta_depth", config.mm_delta_depth),
             ("mm_delta_per_level", config.mm_delta_per_level))
+
+
+def _layers_key(value) -> str:
+    """``mm_delta_layers`` as one spelling ("1,2,3" for "1, 2, 3" and [1, 2, 3]), so that the same
+    layers written another way keep a trained projector."""
+    try:
+        return ",".join(map(str, parse_layers(value)))
+    except ValueError:
+        return str(value)  # refused where the projector reads it
 
 
 class LlavaMetaForCausalLM:

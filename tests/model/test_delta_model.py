@@ -72,6 +72,23 @@ def test_invalid_scale_factor_is_named(delta_tower, llama_tokenizer):
     bad_layer = tiny_llava_config(delta_tower, llama_tokenizer, projector="delta", mm_delta_layers="1,2,9")
     with pytest.raises(ValueError, match="9"):
         LlavaLlamaForCausalLM(bad_layer)
+    for key in ("mm_delta_rank", "mm_delta_depth", "mm_delta_init_gain", "scale_factor"):
+        nulled = tiny_llava_config(delta_tower, llama_tokenizer, projector="delta", **{key: None})
+        with pytest.raises(ValueError, match=f"the delta projector needs {key}, but the config sets it to None"):
+            LlavaLlamaForCausalLM(nulled)
+
+
+@pytest.mark.parametrize("spelled", ["1,2,3", "1, 2, 3", [1, 2, 3]])
+def test_the_same_layers_spelled_otherwise_keep_the_trained_projector(delta_tower, llama_tokenizer, spelled):
+    model = tiny_llava_model(tiny_llava_config(delta_tower, llama_tokenizer, projector="delta", scale_factor=2,
+                                               mm_delta_layers="1,2,3"))
+    projector = model.get_model().mm_projector
+    args = SimpleNamespace(vision_tower=delta_tower, mm_vision_select_layer=-2, mm_vision_select_feature="patch",
+                           mm_projector_type="delta", mm_patch_merge_type="flat", pretrain_mm_mlp_adapter=None,
+                           mm_delta_layers=spelled)
+    model.get_model().initialize_vision_modules(args)
+    assert model.get_model().mm_projector is projector
+    assert model.get_vision_tower().extra_layers == (1, 2, 3)
 
 
 def test_stage1_projector_file_round_trip_through_pretrain_adapter(tmp_path, delta_model, delta_tower,

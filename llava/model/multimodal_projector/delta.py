@@ -508,6 +508,16 @@ def _setting(config, key: str):
     return getattr(LlavaConfig, key)
 
 
+def _required(config, key: str):
+    """:func:`_setting`, refusing an explicit None (``"mm_delta_rank": null`` in a config.json)
+    with an error that names the key."""
+    value = _setting(config, key)
+    if value is None:
+        raise ValueError(f"the delta projector needs {key}, but the config sets it to None (null); remove the key "
+                         f"for the default or give a value")
+    return value
+
+
 @register_projector("delta", "delatallava")
 class DeltaProjector(Projector):
     """Delta-LLaVA projector: ``VisionFeatures(patch [B, N, C], levels [B, N, L*C]) -> [B, (h/s)*(w/s), H]``.
@@ -573,11 +583,11 @@ class DeltaProjector(Projector):
             in_features=config.mm_hidden_size,
             hidden_size=config.hidden_size,
             num_levels=len(cls.vision_layers(config)),
-            scale_factor=_setting(config, "scale_factor"),
-            rank=_setting(config, "mm_delta_rank"),
-            depth=_setting(config, "mm_delta_depth"),
+            scale_factor=_required(config, "scale_factor"),
+            rank=_required(config, "mm_delta_rank"),
+            depth=_required(config, "mm_delta_depth"),
             per_level=bool(_setting(config, "mm_delta_per_level")),
-            init_gain=float(_setting(config, "mm_delta_init_gain")),
+            init_gain=float(_required(config, "mm_delta_init_gain")),
         )
 
     @classmethod

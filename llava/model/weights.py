@@ -98,7 +98,10 @@ def load_projector_weights(projector: nn.Module, state_dict: dict[str, torch.Ten
     weights = projector_state_dict(state_dict)
     expected = projector.state_dict()
     convert = getattr(type(projector), "convert_released_state_dict", None)
-    if set(weights) != set(expected) and convert is not None:
+    released = getattr(type(projector), "uses_released_names", None)
+    # Only a file in the released code's names is converted; one in this project's names that does
+    # not fit (another depth, say) is reported below by its missing and unexpected keys.
+    if set(weights) != set(expected) and convert is not None and (released is None or released(weights)):
         try:
             weights = convert(weights)
         except ValueError as err:  # not released names either: most likely another projector type's file
@@ -108,10 +111,12 @@ def load_projector_weights(projector: nn.Module, state_dict: dict[str, torch.Ten
                 f"released names ({err}). Was the file trained with another --mm_projector_type?") from err
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or unexpected:
+        hint = "" if set(weights) & set(expected) else (
+            ". None of its keys is this projector's: was the file trained with another --mm_projector_type?")
         raise ValueError(
             f"Projector weights in {source} do not fit mm_projector_type {projector_type!r}: "
             f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
-            f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
+            f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}{hint}"
         )
     for key, value in weights.items():
         if value.shape != expected[key].shape:

@@ -313,9 +313,21 @@ def test_another_projector_types_file_is_named_as_such(reference, tower_dir, lla
     delta = tiny_llava_model(tiny_llava_config(tower_dir, llama_tokenizer, projector="delta", mm_delta_depth=0))
     mlp = {f"model.mm_projector.{k}": v for k, v in reference.get_model().mm_projector.state_dict().items()}
     with pytest.raises(ValueError, match=r"Projector weights in stage1/mm_projector.bin do not fit mm_projector_type "
-                                         r"'delta': their keys \['0.bias', '0.weight'.*another "
+                                         r"'delta': missing .*unexpected \['0.bias', '0.weight'.*another "
                                          r"--mm_projector_type\?"):
         weights.load_projector_weights(delta.get_model().mm_projector, mlp, "delta", source="stage1/mm_projector.bin")
+
+
+def test_a_delta_file_of_another_depth_names_the_keys_that_do_not_fit(tmp_path, llama_tokenizer):
+    """Not a failed released-name conversion: the keys the model lacks are named."""
+    from tests.conftest import make_tower
+
+    tower = make_tower(tmp_path / "tower", hidden_size=64)
+    shallow, deeper = (tiny_llava_model(tiny_llava_config(tower, llama_tokenizer, projector="delta", mm_delta_depth=d))
+                       for d in (0, 1))
+    state = {f"model.mm_projector.{k}": v for k, v in deeper.get_model().mm_projector.state_dict().items()}
+    with pytest.raises(ValueError, match=r"'delta': missing \[\], unexpected \['refine.0.[^\]]*\] \.\.\.$"):
+        weights.load_projector_weights(shallow.get_model().mm_projector, state, "delta", source="mm_projector.bin")
 
 
 def test_attention_backend_choice():

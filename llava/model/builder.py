@@ -210,8 +210,13 @@ def load_pretrained_model(
         if base_vocab and base_vocab != config.vocab_size:
             base_config = llava_config_from_dict({**config.to_dict(), "vocab_size": base_vocab})
         model, info = LlavaLlamaForCausalLM.from_pretrained(
-            model_base, config=base_config, output_loading_info=True, **load_kwargs)
+            model_base, config=base_config, output_loading_info=True, key_mapping=weights.CHECKPOINT_KEY_MAPPING,
+            **load_kwargs)
         missing = set(info["missing_keys"])
+        if kind == "lora" and config.vocab_size != model.get_input_embeddings().weight.shape[0]:
+            # The run added tokens (<im_patch>, <im_start>/<im_end>): peft saved the grown embedding
+            # matrices with the adapter, which fit only once the base has the run's vocabulary.
+            model.resize_token_embeddings(config.vocab_size)
         if kind == "projector":
             stage1 = weights.read_state_dict(model_path)
             weights.load_projector_weights(model.get_model().mm_projector, stage1, config.mm_projector_type,

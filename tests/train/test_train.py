@@ -140,11 +140,16 @@ def test_stage1_killed_midway_resumes_to_the_same_end(tmp_path, llama_base, trai
         torch.testing.assert_close(ours[key], theirs[key])
 
 
-def test_lora_step_saves_what_load_pretrained_model_and_merge_read(tmp_path, chatml_base, train_tower, tiny_data):
+@pytest.mark.parametrize("added_tokens", [{}, {"mm_use_im_start_end": True}], ids=["no-tokens", "start-end"])
+def test_lora_step_saves_what_load_pretrained_model_and_merge_read(tmp_path, chatml_base, train_tower, tiny_data,
+                                                                   added_tokens):
+    """With tokens added (start/end, or upstream's default --mm_use_im_patch_token True), peft saves the
+    grown embedding matrices with the adapter: loading and merging give the base that vocabulary."""
     out = tmp_path / "lora"
     trainer = train(argv=common_args(out, chatml_base, train_tower, tiny_data["stage2"], tiny_data["image_folder"],
                                      version="chatml", mm_projector_type="delta", lora_enable=True, lora_r=4,
-                                     lora_alpha=8, learning_rate="1e-2", mm_projector_lr="2e-3", max_steps=2))
+                                     lora_alpha=8, learning_rate="1e-2", mm_projector_lr="2e-3", max_steps=2,
+                                     **added_tokens))
     peft_model = trainer.model
     names = [n for n, _ in peft_model.named_modules() if n.endswith(".lora_A")]
     assert names and not any("mm_projector" in n or "vision_tower" in n or "lm_head" in n for n in names)

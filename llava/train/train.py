@@ -92,6 +92,19 @@ def _zero3_enabled() -> bool:
     return is_deepspeed_zero3_enabled()
 
 
+def check_quantization_fits(training_args: TrainingArguments) -> None:
+    """Refuses ``--bits 4/8`` under ZeRO-3 before anything loads.
+
+    Raises:
+        ValueError: names the DeepSpeed config and the one to use instead.
+    """
+    if training_args.bits in (4, 8) and _zero3_enabled():
+        raise ValueError(
+            f"--bits {training_args.bits} (QLoRA) cannot run under ZeRO-3 (--deepspeed {training_args.deepspeed}): "
+            f"bitsandbytes keeps each quantized weight whole on one device, which ZeRO-3's partitioning does not "
+            f"allow. Use --deepspeed ./scripts/zero2.json, as upstream's finetune_qlora.sh does")
+
+
 def _init_distributed(training_args: TrainingArguments) -> None:
     """ZeRO-3 partitions weights while the model is built, so the process group must exist first
     (gloo on CPU, nccl on CUDA)."""
@@ -447,6 +460,7 @@ def train(attn_implementation: str | None = None, *, argv: list[str] | None = No
     """
     model_args, data_args, training_args = parse_arguments(argv)
     _setup_logging(training_args)
+    check_quantization_fits(training_args)
     _init_distributed(training_args)
     conv = conversation_template(model_args.version)
     samples, data_report = check_data(data_args, model_args, training_args, conv)

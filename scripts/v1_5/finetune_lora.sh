@@ -2,7 +2,8 @@
 # LLaVA-1.5 stage 2 with LoRA (upstream recipe): rank 128, alpha 256, lr 2e-4 for the adapters and
 # 2e-5 for the projector; 8 GPUs x 16 = batch 128, ZeRO-3. Merge afterwards with
 # scripts/merge_lora_weights.py (or load the folder directly with --model-base).
-# QLoRA: add --bits 4 (the projector stays unquantized). Multi-node: see docs/training.md.
+# QLoRA: add --bits 4 (the projector stays unquantized) and use ./scripts/zero2.json: ZeRO-3 cannot
+# partition quantized weights (the run refuses it). Multi-node: see docs/training.md.
 
 deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} llava/train/train_mem.py \
     --lora_enable True \

@@ -145,6 +145,26 @@ def test_invalid_values_are_named(tmp_path, bad, match):
         parse_arguments(["--output_dir", str(tmp_path), "--use_cpu", "True", "--report_to", "none", *bad])
 
 
+@pytest.mark.parametrize("bits", ["4", "8"])
+def test_qlora_under_zero3_is_refused_before_anything_loads(tmp_path, bits):
+    """bitsandbytes cannot be partitioned by ZeRO-3: the run says to use zero2.json, before it reads
+    the data or the model (neither exists here)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    from llava.train.train import train
+
+    try:
+        with pytest.raises(ValueError, match=rf"--bits {bits} \(QLoRA\) cannot run under ZeRO-3 \(--deepspeed "
+                                             rf".*zero3.json\).*Use --deepspeed ./scripts/zero2.json"):
+            train(argv=["--model_name_or_path", str(tmp_path / "no-llm"), "--data_path", str(tmp_path / "no.json"),
+                        "--output_dir", str(tmp_path / "out"), "--bits", bits, "--lora_enable", "True",
+                        "--deepspeed", str(REPO / "scripts/zero3.json"), "--use_cpu", "True", "--report_to", "none"])
+    finally:
+        unset_hf_deepspeed_config()  # the arguments registered ZeRO-3 for this process
+    assert not is_deepspeed_zero3_enabled()
+
+
 def test_unknown_argument_is_an_error(tmp_path):
     with pytest.raises(SystemExit):
         make_parser().parse_args(["--output_dir", str(tmp_path), "--no_such_flag", "1"])

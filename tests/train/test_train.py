@@ -373,6 +373,27 @@ def test_training_on_reads_the_vision_layers_the_arguments_name(tmp_path, llama_
     assert (tower.select_layer, tower.extra_layers) == (3, (1, 2, 3))
 
 
+def test_recipes_report_to_wandb_offline(tmp_path, llama_base, train_tower, tiny_data, monkeypatch):
+    """The recipes pass --report_to wandb (wandb comes with the train extra, as upstream lists it):
+    an offline run records the training loss on disk, nothing is sent."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    try:
+        train(argv=common_args(tmp_path / "stage1", llama_base, train_tower, tiny_data["stage1"],
+                               tiny_data["image_folder"], version="plain", tune_mm_mlp_adapter=True, max_steps=2,
+                               report_to="wandb", run_name="tiny-stage1"))
+        assert wandb.run is not None and wandb.run.name == "tiny-stage1"
+        summary = wandb.run.summary
+        assert summary.get("train/loss") is not None and summary.get("train/global_step") == 2
+    finally:
+        wandb.finish()
+    [run] = (tmp_path / "wandb").glob("offline-run-*")
+    assert list(run.glob("*.wandb"))
+
+
 # ------------------------------------------------------------------------------------ bad input
 
 

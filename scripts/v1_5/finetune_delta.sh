@@ -3,7 +3,7 @@
 # LLM and projector trained. 8 GPUs x 16 = batch 128, lr 2e-5, ZeRO-3.
 # Multi-node: HOSTFILE=scripts/hostfile bash scripts/v1_5/finetune_delta.sh (see docs/training.md).
 
-deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} llava/train/train_mem.py \
+deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} ${LAUNCHER:+--launcher "$LAUNCHER"} llava/train/train_mem.py \
     --deepspeed ./scripts/zero3.json \
     --model_name_or_path lmsys/vicuna-7b-v1.5 \
     --version v1 \

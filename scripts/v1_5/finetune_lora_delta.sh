@@ -5,7 +5,7 @@
 # QLoRA: add --bits 4 (the projector stays unquantized) and use ./scripts/zero2.json: ZeRO-3 cannot
 # partition quantized weights (the run refuses it). Multi-node: see docs/training.md.
 
-deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} llava/train/train_mem.py \
+deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} ${LAUNCHER:+--launcher "$LAUNCHER"} llava/train/train_mem.py \
     --lora_enable True \
     --lora_r 128 \
     --lora_alpha 256 \

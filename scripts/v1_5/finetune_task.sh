@@ -4,7 +4,7 @@
 # Your own data: DATA_PATH=your.json IMAGE_FOLDER=your/images (LLaVA format, docs/training.md);
 # MODEL=another checkpoint, OUTPUT_DIR=where to save. Multi-node: HOSTFILE=... (see docs/training.md).
 
-deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} llava/train/train_mem.py \
+deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} ${LAUNCHER:+--launcher "$LAUNCHER"} llava/train/train_mem.py \
     --deepspeed ./scripts/zero3.json \
     --model_name_or_path "${MODEL:-liuhaotian/llava-v1.5-13b}" \
     --version v1 \

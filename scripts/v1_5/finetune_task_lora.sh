@@ -6,7 +6,7 @@
 # Your own data: DATA_PATH=your.json IMAGE_FOLDER=your/images (LLaVA format, docs/training.md);
 # MODEL=another checkpoint, OUTPUT_DIR=where to save. Multi-node: HOSTFILE=... (see docs/training.md).
 
-deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} llava/train/train_mem.py \
+deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} ${LAUNCHER:+--launcher "$LAUNCHER"} llava/train/train_mem.py \
     --lora_enable True \
     --lora_r 128 \
     --lora_alpha 256 \

@@ -3,7 +3,7 @@
 # LCS-558K with the LLM and vision tower frozen. 8 GPUs x 32 = batch 256, lr 1e-3, ZeRO-2.
 # Multi-node: HOSTFILE=scripts/hostfile bash scripts/v1_5/pretrain_delta.sh (see docs/training.md).
 
-deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} llava/train/train_mem.py \
+deepspeed ${HOSTFILE:+--hostfile "$HOSTFILE"} ${LAUNCHER:+--launcher "$LAUNCHER"} llava/train/train_mem.py \
     --deepspeed ./scripts/zero2.json \
     --model_name_or_path lmsys/vicuna-7b-v1.5 \
     --version plain \

@@ -95,7 +95,7 @@ def test_every_recipe_argument_parses(script):
 def launcher_arguments(tmp_path, script: str, **env: str) -> list[str]:
     """Runs a recipe with a stand-in `deepspeed` on PATH; returns the arguments it was given."""
     fake = tmp_path / "bin"
-    fake.mkdir()
+    fake.mkdir(parents=True)
     (fake / "deepspeed").write_text("#!/bin/bash\nprintf '%s\\n' \"$@\" > \"$ARGS_OUT\"\n")
     (fake / "deepspeed").chmod(0o755)
     out = tmp_path / "args.txt"
@@ -109,6 +109,12 @@ def test_recipe_multinode_hostfile_reaches_the_launcher(tmp_path):
     argv = launcher_arguments(tmp_path, "scripts/v1_5/finetune_delta.sh", HOSTFILE="scripts/hostfile.example")
     assert argv[:3] == ["--hostfile", "scripts/hostfile.example", "llava/train/train_mem.py"]
     build_offline(argv[3:])
+    # LAUNCHER picks DeepSpeed's launcher (pdsh by default), for every recipe.
+    for recipe in sorted((REPO / "scripts/v1_5").glob("*.sh")):
+        argv = launcher_arguments(tmp_path / recipe.stem, str(recipe.relative_to(REPO)),
+                                  HOSTFILE="scripts/hostfile.example", LAUNCHER="openmpi")
+        assert argv[:5] == ["--hostfile", "scripts/hostfile.example", "--launcher", "openmpi",
+                            "llava/train/train_mem.py"], recipe.name
 
 
 def test_task_recipe_takes_the_data_checkpoint_and_output_from_the_environment(tmp_path):

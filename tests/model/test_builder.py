@@ -103,15 +103,20 @@ def test_projector_only_plus_base(tmp_path, reference, llama_tokenizer, tower_di
     torch.testing.assert_close(_logits(model, tokenizer, pixels), _logits(reference, llama_tokenizer, pixels))
 
 
-def test_lora_checkpoint_is_detected_by_files_and_merged(tmp_path, reference, llama_tokenizer):
+def _base_and_lora(reference, tokenizer, tmp_path):
+    """Saves ``reference`` as the base folder and wraps it in a LoRA adapter with non-zero weights."""
     from peft import LoraConfig, get_peft_model
 
     base = tmp_path / "base"
     reference.save_pretrained(base)
-    _save_tokenizer(llama_tokenizer, base)
+    _save_tokenizer(tokenizer, base)
     torch.manual_seed(1)
-    peft_model = get_peft_model(reference, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                       init_lora_weights=False))
+    return base, get_peft_model(reference, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                      init_lora_weights=False))
+
+
+def test_lora_checkpoint_is_detected_by_files_and_merged(tmp_path, reference, llama_tokenizer):
+    base, peft_model = _base_and_lora(reference, llama_tokenizer, tmp_path)
     with torch.no_grad():
         peft_model.base_model.model.model.mm_projector[2].bias.add_(0.25)
     lora_dir = tmp_path / "some-folder-name"  # the name says nothing about LoRA
@@ -133,18 +138,11 @@ def test_lora_checkpoint_is_detected_by_files_and_merged(tmp_path, reference, ll
 def test_lora_checkpoint_of_the_released_code_loads_its_projector(tmp_path, llama_tokenizer):
     """The released code's LoRA runs save the projector in non_lora_trainables.bin under its own
     names (q_proj_1, clip_attn, combined_block.ntb, ...): they are mapped, as in full checkpoints."""
-    from peft import LoraConfig, get_peft_model
-
     from tests.conftest import make_tower, released_projector_state
 
     tower = make_tower(tmp_path / "tower", hidden_size=64)
     reference = tiny_llava_model(tiny_llava_config(tower, llama_tokenizer, projector="delatallava", scale_factor=2))
-    base = tmp_path / "base"
-    reference.save_pretrained(base)
-    _save_tokenizer(llama_tokenizer, base)
-    torch.manual_seed(1)
-    peft_model = get_peft_model(reference, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                       init_lora_weights=False))
+    base, peft_model = _base_and_lora(reference, llama_tokenizer, tmp_path)
     llava = peft_model.base_model.model
     with torch.no_grad():
         for p in llava.get_model().mm_projector.parameters():

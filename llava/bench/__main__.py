@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    import torch
+
     from llava.bench import report, speed  # after the environment is set
 
     log = logging.getLogger("llava.bench").info
@@ -116,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         # Fail before measuring, not after: the chart is drawn last.
         raise SystemExit("matplotlib is not installed: pip install matplotlib, or pass --no-chart and draw the "
                          "chart later with `python -m llava.bench.report DIR` on a machine that has it")
+    device = torch.device(args.device or preset.device)
+    if device.type == "cuda" and not torch.cuda.is_available():  # before any waiting or measuring
+        parser.error(f"--device {args.device or f'cuda (preset {preset.name})'} needs CUDA, but "
+                     f"torch.cuda.is_available() is False; run --preset cpu (or --device cpu) here")
     wait = wait_for_quiet(args.wait_for_load, args.wait_max_min, log) if args.wait_for_load is not None else None
     data = speed.run(preset, device=args.device, dtype=args.dtype, attn=args.attn,
                      inference=not args.skip_inference, training=not args.skip_training, log=log)

@@ -247,8 +247,11 @@ def write_all(data: dict, out_dir: str | Path, with_chart: bool = True) -> dict[
     if with_chart:
         paths["png"] = out / "chart.png"
         chart(data, paths["png"])
-    if (out / "chart.png").is_file():
         text += "\n![speed-ups](chart.png)\n"
+    elif (out / "chart.png").is_file():
+        # An earlier run's chart would show other results: it goes, and `python -m llava.bench.report
+        # DIR` draws this run's later.
+        (out / "chart.png").unlink()
     paths["md"].write_text(text)
     return paths
 

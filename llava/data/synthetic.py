@@ -497,6 +497,9 @@ def generate(out_dir: str | Path, config: SyntheticConfig | None = None) -> dict
     """
     cfg = config or SyntheticConfig()
     out = Path(out_dir)
+    # meta.json is written last and vouches for a finished dataset (the quickstart's --reuse reads it):
+    # an earlier one goes first, so that a run stopped halfway leaves no finished-looking folder.
+    (out / "meta.json").unlink(missing_ok=True)
     image_root = out / "images"
     for split in ("stage1", "stage2", "eval"):
         (image_root / split).mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -126,7 +127,7 @@ class QuickstartConfig:
                     "scale_factor": self.scale_factor, "model_max_length": self.model_max_length,
                     "threads": self.threads, "stage2_micro_batch": self.stage2_micro_batch,
                     "stage0_steps": self.tower.steps, "image_size": self.tower.image_size,
-                    "stage1_lr": self.stage1_lr, "stage2_lr": self.stage2_lr}
+                    "stage1_lr": self.stage1_lr, "stage2_lr": self.stage2_lr, "delta_init_gain": self.delta_init_gain}
         for name, value in positive.items():
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -229,7 +230,8 @@ def _run(cmd: list[str], log_file: Path) -> float:
         code = proc.wait()
     if code != 0:
         tail = log_file.read_text().splitlines()[-25:]
-        raise RuntimeError(f"{cmd[1]} failed with exit code {code}; log: {log_file}\n" + "\n".join(tail))
+        name = cmd[2] if cmd[1] == "-m" else cmd[1]  # the module, or the script
+        raise RuntimeError(f"{name} failed with exit code {code}; log: {log_file}\n" + "\n".join(tail))
     return time.time() - start
 
 
@@ -391,10 +393,15 @@ def reuse_data_and_tower(data: Path, tower: Path, data_config: synthetic.Synthet
         raise ValueError(f"--reuse: the dataset in {data} was generated with other settings ({'; '.join(changed)}); "
                          f"{hint}")
     missing = [name for name in meta["files"].values() if not (data / name).is_file()]
-    images = sum(1 for _ in (data / meta["image_folder"]).rglob("*.png"))
-    if missing or images != meta["counts"]["images"]:
-        raise FileNotFoundError(f"--reuse: the dataset in {data} is incomplete (missing: {', '.join(missing) or 'none'}; "
-                                f"{images} of {meta['counts']['images']} images); {hint}")
+    if not missing:  # every image the data files name, by name
+        folder = data / meta["image_folder"]
+        named = [s["image"] for s in json.loads((data / meta["files"]["stage0"]).read_text())["samples"]]
+        named += [json.loads(line)["image"] for line in (data / meta["files"]["eval_questions"]).read_text().splitlines()
+                  if line.strip()]
+        missing = [f"{meta['image_folder']}/{name}" for name in named if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--reuse: the dataset in {data} is incomplete: {len(missing)} file(s) missing "
+                                f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); {hint}")
     if not report_file.is_file():
         raise FileNotFoundError(f"--reuse: no finished stage-0 tower at {tower} ({REPORT} is missing); {hint}")
     report = json.loads(report_file.read_text())
@@ -460,9 +467,10 @@ def run(cfg: QuickstartConfig) -> dict:
         _log(f"no chart: {err}")
     ckpt = results[0]["checkpoint"]
     print(f"\nResults: {out / 'results.json'}  chart: {out / 'results.png'}")
-    print(f"Chat with the trained model:\n  python -m llava.serve.gradio_web_server --model-path {ckpt} --device {cfg.device}"
-          f"\n  python -m llava.serve.cli --model-path {ckpt} --device {cfg.device} --image-file "
-          f"{data / 'images' / 'eval' / '000000.png'}")
+    ckpt_arg, image_arg = shlex.quote(str(ckpt)), shlex.quote(str(data / "images" / "eval" / "000000.png"))
+    print(f"Chat with the trained model:\n  python -m llava.serve.gradio_web_server --model-path {ckpt_arg} "
+          f"--device {cfg.device}\n  python -m llava.serve.cli --model-path {ckpt_arg} --device {cfg.device} "
+          f"--image-file {image_arg}")
     return report
 
 
@@ -472,6 +480,8 @@ def _settings(cfg: QuickstartConfig) -> dict:
     settings["precision"] = cfg.resolved_precision()
     settings["stage1_precision"] = cfg.resolved_stage1_precision()
     settings["stage1_steps"] = cfg.stage1_step_count()
+    settings["stage2_lr"] = cfg.stage2_learning_rate()
+    settings["tower"]["bf16"] = cfg.resolved_precision() == "bf16"  # as stage 0 ran
     return settings
 
 

@@ -81,8 +81,12 @@ def test_tiny_run_has_every_setting_and_measurement(tiny_run):
 def test_report_rebuilds_from_json(tiny_run, tmp_path):
     out, data = tiny_run
     (tmp_path / "results.json").write_text((out / "results.json").read_text())
+    (tmp_path / "chart.png").write_bytes(b"an earlier run's chart")
     report.main([str(tmp_path), "--no-chart"])
-    assert (tmp_path / "results.md").read_text().startswith("# Speed: projectors side by side")
+    text = (tmp_path / "results.md").read_text()
+    assert text.startswith("# Speed: projectors side by side")
+    # without a chart of these results, none is linked, and an earlier run's goes
+    assert "chart.png" not in text and not (tmp_path / "chart.png").exists()
 
 
 def test_7b_code_path_in_bf16_with_lora_at_tiny_size():
@@ -152,9 +156,14 @@ def test_cpu_preset_tower_keeps_the_reference_layer_positions(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on machines without CUDA")
-def test_7b_preset_without_cuda_says_so():
+def test_7b_preset_without_cuda_says_so(capsys, tmp_path):
     with pytest.raises(RuntimeError, match=r"device cuda \(from preset '7b'\) needs CUDA"):
         speed.run(get_preset("7b"))
+    # the command line says so first, before waiting for a quiet machine or measuring anything
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--preset", "7b", "--out", str(tmp_path), "--no-chart", "--wait-for-load", "0", "--wait-max-min", "30"])
+    assert exit_info.value.code == 2
+    assert "--device cuda (preset 7b) needs CUDA, but torch.cuda.is_available() is False" in capsys.readouterr().err
 
 
 def test_targets_and_ratios_from_results():

@@ -114,6 +114,18 @@ def test_a_smaller_run_in_the_same_folder_leaves_only_its_own_images(tmp_path):
     assert len(pngs) == result["counts"]["images"] + 1 and "eval/notes.png" in pngs
 
 
+def test_a_run_stopped_halfway_leaves_no_finished_looking_dataset(tmp_path):
+    """meta.json vouches for a finished dataset (the quickstart's --reuse reads it): a run that
+    fails after redrawing the images leaves none, not the earlier run's."""
+    generate(tmp_path, SyntheticConfig(num_stage1=3, num_stage2=2, num_eval=2, seed=0))
+    assert (tmp_path / "meta.json").is_file()
+    (tmp_path / "stage1.json").unlink()
+    (tmp_path / "stage1.json").mkdir()  # writing stage1.json fails after every image is drawn
+    with pytest.raises(IsADirectoryError):
+        generate(tmp_path, SyntheticConfig(num_stage1=3, num_stage2=2, num_eval=2, seed=1))
+    assert not (tmp_path / "meta.json").exists()
+
+
 # --- formats ----------------------------------------------------------------------------------
 
 

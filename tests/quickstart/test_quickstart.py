@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,6 +60,10 @@ def test_fast_pipeline_with_compare(tmp_path, tiny_chatml_llm, capsys):
     assert stage1_bf16 == cpu_has_native_bf16() and saved["settings"]["precision"] == "fp32"
     assert ("--bf16 True" in (out / "delta" / "stage1.log").read_text().splitlines()[0]) == stage1_bf16
     assert "--bf16" not in (out / "delta" / "stage2.log").read_text().splitlines()[0]
+    # the settings say what ran: stage 2's learning rate, stage 0's precision
+    stage2_cmd = (out / "delta" / "stage2.log").read_text().splitlines()[0].split()
+    assert saved["settings"]["stage2_lr"] == float(stage2_cmd[stage2_cmd.index("--learning_rate") + 1])
+    assert saved["settings"]["tower"]["bf16"] is False
     printed = capsys.readouterr().out
     assert "stage-1 time per sample, mlp2x_gelu / delta" in printed and "(training loop only)" in printed
     assert "python -m llava.serve.gradio_web_server --model-path" in printed
@@ -92,6 +97,7 @@ def test_a_bad_data_setting_fails_before_any_work(tmp_path):
     (["--scale-factor", "3"], r"--scale-factor \(3\) must divide the tower's grid side \(4 = --image-size 56"),
     (["--image-size", "60"], r"--image-size \(60\) must be a multiple of the patch size \(14\)"),
     (["--delta-layers", "9,10"], r"--delta-layers '9,10': the stage-0 tower has hidden states 0 to 2"),
+    (["--delta-init-gain", "0"], r"--delta-init-gain must be positive, got 0.0"),
 ])
 def test_bad_flags_fail_before_any_work_and_name_the_flag(tmp_path, flags, message):
     out = tmp_path / "quickstart"
@@ -223,6 +229,13 @@ def test_fast_pipeline_in_bf16(tmp_path, tiny_chatml_llm, capsys, monkeypatch):
     assert "training precision: bf16" in capsys.readouterr().out
 
 
+def test_a_failed_stage_is_named_by_its_module(tmp_path):
+    from llava.quickstart.pipeline import _run
+
+    with pytest.raises(RuntimeError, match=r"^llava\.no_such_stage failed with exit code 1; log: .*stage.log\n"):
+        _run([sys.executable, "-m", "llava.no_such_stage"], tmp_path / "stage.log")
+
+
 def test_train_loop_seconds_reads_the_trainer_state_and_names_a_bad_file(tmp_path):
     state = {"log_history": [{"loss": 2.0, "step": 10}, {"train_runtime": 12.5, "step": 20}]}
     (tmp_path / "trainer_state.json").write_text(json.dumps(state))
@@ -294,12 +307,14 @@ def test_reuse_refuses_what_was_made_otherwise_and_names_it(tmp_path):
     reused = reuse_data_and_tower(out / "data", out / "vision_tower", cfg.data_config(), tower_config)
     assert reused == {**older, "reused": True}
     report_file.write_text(json.dumps(report))
-    images = json.loads((out / "data" / "meta.json").read_text())["counts"]["images"]
-    (out / "data" / "images" / "eval" / "000003.png").unlink()
-    with pytest.raises(FileNotFoundError, match=rf"dataset in .* is incomplete \(missing: none; {images - 1} of {images} "):
+    # A missing image is named, even when a stray image keeps the count.
+    eval_images = out / "data" / "images" / "eval"
+    (eval_images / "000003.png").rename(eval_images / "copy.png")
+    with pytest.raises(FileNotFoundError, match=r"dataset in .* is incomplete: 1 file\(s\) missing "
+                                                r"\(images/eval/000003.png\); run without --reuse"):
         run(parse_args([*flags, "--reuse"]))
     (out / "data" / "stage2.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"dataset in .* is incomplete \(missing: stage2.json; "):
+    with pytest.raises(FileNotFoundError, match=r"dataset in .* is incomplete: 1 file\(s\) missing \(stage2.json\)"):
         run(parse_args([*flags, "--reuse"]))
     assert not (out / "delta").exists()
 

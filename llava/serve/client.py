@@ -77,24 +77,38 @@ class ControllerBackend:
         return address
 
     def new_conversation(self, model_name: str) -> Conversation:
-        """The worker's template (its ``conv_mode`` status), else ``--conv-mode``, else vicuna_v1."""
+        """The worker's template (its ``conv_mode`` status), else ``--conv-mode``, else vicuna_v1.
+
+        Only a template the worker reported is remembered: a worker that could not be asked is asked
+        again for the next conversation.
+        """
         if model_name not in self._conv_modes:
             conv_mode = None
             try:
                 address = self._worker_address(model_name)
-                status = requests.post(address + "/worker_get_status", timeout=10).json()
-                conv_mode = status.get("conv_mode")
-            except (RequestError, requests.RequestException, ValueError) as err:
+                response = requests.post(address + "/worker_get_status", timeout=10)
+                if response.status_code != 200:
+                    raise RequestError(f"its worker {address} answered HTTP {response.status_code}")
+                conv_mode = response.json().get("conv_mode")
+            except (RequestError, requests.RequestException, ValueError, AttributeError) as err:
                 logger.warning("Could not read the template of %s from its worker: %s", model_name, err)
-            conv_mode = self.conv_mode or conv_mode
+                return conv_templates[self._fallback_conv_mode(model_name)].copy()
             if conv_mode is None:
-                logger.warning("The worker for %s reports no conv_mode and --conv-mode is not set: using %s",
-                               model_name, FALLBACK_CONV_MODE)
-                conv_mode = FALLBACK_CONV_MODE
+                return conv_templates[self._fallback_conv_mode(model_name)].copy()
             if conv_mode not in conv_templates:
                 raise RequestError(f"Unknown conversation template {conv_mode!r} for {model_name}")
             self._conv_modes[model_name] = conv_mode
         return conv_templates[self._conv_modes[model_name]].copy()
+
+    def _fallback_conv_mode(self, model_name: str) -> str:
+        """``--conv-mode``, else vicuna_v1, for a worker that reports no template (upstream's)."""
+        if self.conv_mode is not None:
+            if self.conv_mode not in conv_templates:
+                raise RequestError(f"Unknown conversation template {self.conv_mode!r} (--conv-mode)")
+            return self.conv_mode
+        logger.warning("The worker for %s reports no conv_mode and --conv-mode is not set: using %s",
+                       model_name, FALLBACK_CONV_MODE)
+        return FALLBACK_CONV_MODE
 
     def stream(self, model_name: str, conv: Conversation, temperature: float, top_p: float,
                max_new_tokens: int) -> Iterator[Chunk]:

@@ -20,11 +20,13 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import requests
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from llava.constants import CONTROLLER_HEART_BEAT_EXPIRATION
@@ -130,8 +132,14 @@ class Controller:
         """
         with self._lock:
             polled = dict(self.worker_info)
-        for name, info in polled.items():
-            if self.register_worker(name, info.check_heart_beat, None):
+        if not polled:
+            return
+        # All at once: a refresh takes one worker's time-out at most, however many are slow.
+        with ThreadPoolExecutor(max_workers=min(32, len(polled))) as pool:
+            answered = list(pool.map(lambda item: self.register_worker(item[0], item[1].check_heart_beat, None),
+                                     polled.items()))
+        for (name, info), ok in zip(polled.items(), answered):
+            if ok:
                 continue
             with self._lock:
                 if self.worker_info.get(name) is info:
@@ -276,8 +284,10 @@ def create_app(controller: Controller) -> FastAPI:
     @app.post("/register_worker")
     async def register_worker(request: Request):
         data = await _checked_body(request, "worker_name")
-        ok = controller.register_worker(data["worker_name"], data.get("check_heart_beat", True),
-                                        data.get("worker_status"))
+        # Without a status the controller asks the worker for one: in the thread pool, so that a
+        # slow worker does not hold up every other request.
+        ok = await run_in_threadpool(controller.register_worker, data["worker_name"],
+                                     data.get("check_heart_beat", True), data.get("worker_status"))
         return {"registered": ok}
 
     @app.post("/refresh_all_workers")

@@ -120,6 +120,7 @@ class ChatSession:
         failed: a turn that got an error instead of an answer, ``(user message, error)``; it is
             kept out of ``conv`` (so the next request is unaffected) and shown until the next one.
         skip_next: the last add_text was rejected, so the bot does nothing.
+        answering: an answer is streaming into the conversation; a new message waits for it.
     """
 
     conv: Conversation | None = None
@@ -128,6 +129,11 @@ class ChatSession:
     stats: dict[int, str] = dataclasses.field(default_factory=dict)
     failed: tuple[Any, str, str | None] | None = None
     skip_next: bool = False
+    answering: bool = False
+
+    def reset(self) -> None:
+        """Empties the session in place, so an answer still streaming into it sees it was cleared."""
+        self.__init__()
 
 
 def _user_text(message: Any) -> str:
@@ -256,6 +262,9 @@ class DemoApp:
         session = session if session is not None else ChatSession()
         text = (text or "").strip()
         image_process_mode = image_process_mode if image_process_mode in IMAGE_PROCESS_MODES else "Default"
+        if session.answering:  # the bot chained to this event must not touch the answer that streams
+            return session, gr.skip(), gr.skip(), gr.skip(), self._warn(
+                "The answer is still coming: send this when it is done (or press Clear)")
         session.skip_next = True
         if not model_name:
             notice = self._warn("No model to answer: " + (self.startup_error or "no worker has registered a model yet"))
@@ -300,32 +309,44 @@ class DemoApp:
     def bot(self, session: ChatSession | None, model_name: str | None, temperature: float, top_p: float,
             max_new_tokens: float):
         """Streams the answer to the pending turn. Yields (session, chatbot, notice)."""
-        if session is None or session.skip_next or session.conv is None or not session.conv.messages \
-                or session.conv.messages[-1][1] is not None:
+        if session is None or session.skip_next or session.answering or session.conv is None \
+                or not session.conv.messages or session.conv.messages[-1][1] is not None:
             yield session, to_chatbot(session), gr.skip()
             return
         conv = session.conv
         index = len(conv.messages) - 1
+        turn = conv.messages[index]  # the answer goes to this turn, whatever is added meanwhile
         session.stats.pop(index, None)
-        conv.messages[-1][-1] = ""
+        turn[1] = ""
+        session.answering = True
         yield session, to_chatbot(session), ""
         start, first, last = time.perf_counter(), None, Chunk()
-        for chunk in self.backend.stream(session.model_name or model_name, conv, temperature, top_p,
-                                         int(max_new_tokens)):
-            if chunk.error is not None:
-                user_message = conv.messages[-2][1]
-                image_path = session.image_paths.pop(index - 1, None)
-                del conv.messages[-2:]  # the turn never happened for the model; it is shown as failed
-                text = f"{chunk.error} (error_code: {chunk.error_code})"
-                session.failed = (user_message, text, image_path)
-                gr.Warning(chunk.error)
-                yield session, to_chatbot(session), f"⚠ {text}"
-                return
-            if chunk.text and first is None:
-                first = time.perf_counter() - start
-            last = chunk
-            conv.messages[-1][-1] = chunk.text
-            yield session, to_chatbot(session), gr.skip()
+        stream = self.backend.stream(session.model_name or model_name, conv, temperature, top_p, int(max_new_tokens))
+        try:
+            for chunk in stream:
+                if session.conv is not conv:  # cleared, or another conversation started: stop answering
+                    return
+                if chunk.error is not None:
+                    user_message = conv.messages[index - 1][1]
+                    image_path = session.image_paths.pop(index - 1, None)
+                    del conv.messages[index - 1:index + 1]  # never happened for the model; shown as failed
+                    text = f"{chunk.error} (error_code: {chunk.error_code})"
+                    session.failed = (user_message, text, image_path)
+                    gr.Warning(chunk.error)
+                    session.answering = False
+                    yield session, to_chatbot(session), f"⚠ {text}"
+                    return
+                if chunk.text and first is None:
+                    first = time.perf_counter() - start
+                last = chunk
+                turn[1] = chunk.text
+                yield session, to_chatbot(session), gr.skip()
+        finally:
+            if session.conv is conv:
+                session.answering = False
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # stops the worker's generation when the answer was abandoned
         # The model's own time to first token when the backend reports it (upstream workers do not).
         ttft = last.time_to_first_token if last.time_to_first_token is not None else first
         session.stats[index] = stats_line(last.visual_tokens, last.projector, ttft)
@@ -335,6 +356,9 @@ class DemoApp:
         """Drops the last answer (or the failed turn's error) so the bot answers again."""
         if session is None or session.conv is None:
             return session, to_chatbot(session), self._warn("Nothing to regenerate yet")
+        if session.answering:
+            session.skip_next = True
+            return session, gr.skip(), self._warn("The answer is still coming: regenerate it when it is done")
         conv = session.conv
         if session.failed is not None:
             message, _, image_path = session.failed
@@ -354,9 +378,16 @@ class DemoApp:
         session.skip_next = False
         return session, to_chatbot(session), ""
 
-    def clear(self):
-        """A fresh conversation. Returns (session, chatbot, textbox, imagebox, notice)."""
-        return ChatSession(), [], "", None, ""
+    def clear(self, session: ChatSession | None = None):
+        """A fresh conversation. Returns (session, chatbot, textbox, imagebox, notice).
+
+        The session is emptied in place: an answer still streaming sees that and stops, instead of
+        putting the old conversation back with its next chunk.
+        """
+        if session is None:
+            session = ChatSession()
+        session.reset()
+        return session, [], "", None, ""
 
     def refresh_models(self):
         models, error = self._list_models()
@@ -417,16 +448,19 @@ class DemoApp:
             add_outputs = [session, chatbot, textbox, imagebox, notice]
             bot_inputs = [session, model_selector, temperature, top_p, max_output_tokens]
             bot_outputs = [session, chatbot, notice]
+            # The three ways to get an answer share one concurrency group, so --concurrency-count
+            # bounds the answers generated at once (gradio gives each listener its own group).
+            answer = dict(concurrency_id="answer", concurrency_limit="default")
             for i, trigger in enumerate((submit_btn.click, textbox.submit)):
                 trigger(self.add_text, add_inputs, add_outputs, preprocess=False, show_progress="hidden",
                         api_name="add_text" if i == 0 else None,
                         api_visibility="public" if i == 0 else "private").then(
                     self.bot, bot_inputs, bot_outputs, api_name="bot" if i == 0 else None,
-                    api_visibility="public" if i == 0 else "private")
+                    api_visibility="public" if i == 0 else "private", **answer)
             regenerate_btn.click(self.regenerate, [session, image_process_mode], bot_outputs,
                                  api_name="regenerate").then(self.bot, bot_inputs, bot_outputs,
-                                                             api_visibility="private")
-            clear_btn.click(self.clear, None, add_outputs, api_name="clear")
+                                                             api_visibility="private", **answer)
+            clear_btn.click(self.clear, [session], add_outputs, api_name="clear")
             if self.model_list_mode == "reload":
                 demo.load(self.refresh_models, None, [model_selector, notice])
         return demo

@@ -96,6 +96,85 @@ def test_workers_stay_listed_while_a_refresh_polls_them(worker_server, chat_mode
     assert controller.list_models() == [chat_model.model_name]
 
 
+def _silent_worker() -> tuple[socket.socket, str]:
+    """A listening socket that accepts a status request and leaves it unanswered."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    silent.settimeout(30)
+    return silent, "http://127.0.0.1:%d" % silent.getsockname()[1]
+
+
+def test_a_refresh_polls_every_worker_at_once():
+    """Two silent workers: both are asked before either answers, so a refresh takes one worker's
+    time-out at most (polled in turn, it took one each and the web demo gave up first)."""
+    controller = Controller()
+    first, first_url = _silent_worker()
+    second, second_url = _silent_worker()
+    with first, second:
+        for url, name in ((first_url, "a"), (second_url, "b")):
+            controller.register_worker(url, True, {**STATUS, "model_names": [name]})
+        refresh = threading.Thread(target=controller.refresh_all_workers)
+        refresh.start()
+        a, _ = first.accept()
+        second.settimeout(3)  # within the first one's 5-s time-out: asked while it is still unanswered
+        b, _ = second.accept()
+        a.close(), b.close()
+        refresh.join(30)
+    assert not refresh.is_alive() and controller.list_models() == []
+
+
+def test_registering_a_slow_worker_does_not_hold_up_the_controller():
+    controller = Controller()
+    silent, silent_url = _silent_worker()
+    with silent, ServerThread(create_app(controller)) as server:
+        register = threading.Thread(target=requests.post, args=(server.url + "/register_worker",),
+                                    kwargs={"json": {"worker_name": silent_url}, "timeout": 30})
+        register.start()
+        conn, _ = silent.accept()  # the controller now waits for the worker's status
+        with conn:
+            assert requests.post(server.url + "/list_models", timeout=2).json() == {"models": []}
+            beat = requests.post(server.url + "/receive_heart_beat", json={"worker_name": silent_url}, timeout=2)
+            assert beat.json() == {"exist": False}
+        register.join(30)
+
+
+def test_the_demo_takes_each_workers_own_template_and_asks_again_after_a_failure():
+    """--conv-mode is for workers that report no template (upstream's); a worker's own wins. A worker
+    that could not be asked is asked again for the next conversation, not given vicuna_v1 for good."""
+    from fastapi import FastAPI, HTTPException
+
+    from llava.serve.client import ControllerBackend
+
+    up = {"chatml": True}
+
+    def worker(models, conv_mode):
+        app = FastAPI()
+
+        @app.post("/worker_get_status")
+        def status():
+            if not up["chatml"] and conv_mode == "chatml":
+                raise HTTPException(503)
+            return {"model_names": models, "speed": 1, "queue_length": 0, "conv_mode": conv_mode}
+
+        return app
+
+    controller = Controller()
+    with ServerThread(create_app(controller)) as server, ServerThread(worker(["smol"], "chatml")) as ours, \
+            ServerThread(worker(["llava-v1.5"], None)) as upstream:
+        controller.register_worker(ours.url, True, None)
+        controller.register_worker(upstream.url, True, None)
+        backend = ControllerBackend(server.url, conv_mode="llava_v1")
+        assert backend.new_conversation("smol").version == "chatml"
+        assert backend.new_conversation("llava-v1.5").version == "v1"
+        fresh = ControllerBackend(server.url)
+        up["chatml"] = False
+        assert fresh.new_conversation("smol").version == "v1"  # the fallback, this once
+        up["chatml"] = True
+        conv = fresh.new_conversation("smol")
+        assert conv.version == "chatml" and conv.stop_str == "<|im_end|>"
+
+
 def test_bad_request_bodies_get_messages_not_bare_500s():
     with ServerThread(create_app(Controller("shortest_queue"))) as server:
         stream = server.url + "/worker_generate_stream"

@@ -100,6 +100,53 @@ def test_eight_concurrent_users_all_get_answers(demo, chat_model, image_file):
     assert all(STATS in a for a in answers)
 
 
+def test_a_message_or_clear_while_an_answer_streams_keeps_the_conversation_whole(chat_model, image_file):
+    """The textbox stays usable while an answer streams: a second question waits (named in a
+    notice) instead of taking the rest of the first answer, and Clear stops the answer instead of
+    being undone by its next chunk."""
+    app = DemoApp(LocalBackend(chat_model))
+    model = chat_model.model_name
+    try:
+        alone, *_ = app.add_text(None, "First question", str(image_file), "Default", model)
+        list(app.bot(alone, model, 0.0, 0.7, 12))
+        session, *_ = app.add_text(None, "First question", str(image_file), "Default", model)
+        streaming = app.bot(session, model, 0.0, 0.7, 12)
+        for _ in range(3):
+            next(streaming)
+        assert session.answering
+        with pytest.warns(UserWarning, match="The answer is still coming"):  # gr.Warning outside a request
+            kept, chat, text, _, notice = app.add_text(session, "Second question", None, "Default", model)
+        assert "The answer is still coming" in notice and text is not None  # the typed text stays
+        assert list(app.bot(kept, model, 0.0, 0.7, 6))[-1][2] is not None  # the chained bot leaves it alone
+        *_, (session, chat, notice) = streaming
+        assert not session.answering and notice.startswith(STATS)
+        assert [role for role, _ in session.conv.messages] == [session.conv.roles[0], session.conv.roles[1]]
+        assert session.conv.messages[1][1] == alone.conv.messages[1][1]  # the whole first answer, in its turn
+
+        session, *_ = app.add_text(session, "Another question", None, "Default", model)
+        streaming = app.bot(session, model, 0.0, 0.7, 12)
+        next(streaming), next(streaming)
+        cleared, chat, *_ = app.clear(session)
+        assert cleared is session and chat == [] and session.conv is None
+        rest = list(streaming)
+        assert all(out[0].conv is None for out in rest) and not session.stats  # it stopped, nothing came back
+        session, *_ = app.add_text(session, "New question", None, "Default", model)
+        assert [m[1] for m in session.conv.messages] == ["New question", None]
+    finally:
+        app.close()
+
+
+def test_every_way_to_get_an_answer_shares_one_concurrency_group(chat_model):
+    """--concurrency-count bounds the answers generated at once, whichever button asked for them."""
+    app = DemoApp(LocalBackend(chat_model))
+    try:
+        blocks = app.build()
+        groups = {fn.concurrency_id for fn in blocks.fns.values() if fn.name == "bot"}
+        assert len([fn for fn in blocks.fns.values() if fn.name == "bot"]) == 3 and groups == {"answer"}
+    finally:
+        app.close()
+
+
 def test_controller_mode_uses_workers_and_reports_a_worker_dying_mid_answer(worker_server, chat_model, image_file):
     controller = Controller()
     with ServerThread(create_app(controller)) as server, DyingWorker() as dying:

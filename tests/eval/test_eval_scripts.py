@@ -85,6 +85,9 @@ def test_script_command_lines_parse_with_the_real_parsers(bench, stub_env, tmp_p
         args = importlib.import_module(module).build_parser().parse_args(rest)
         if module in RUNNERS:
             runs.append(args)
+        if module == "llava.eval.merge_answers":  # TextVQA's question file repeats lines; the merge is told
+            question_file = runs[0].question_file if bench == "textvqa" else None
+            assert args.question_file == question_file and args.num_chunks == 2
         if getattr(args, "summary", None):
             summary_flags.append(args.summary)
     # one runner per GPU in CUDA_VISIBLE_DEVICES, each on its own chunk, with the extra arguments

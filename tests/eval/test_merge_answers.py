@@ -24,7 +24,9 @@ def test_merge_errors(tmp_path, jsonl):
         merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "2"])
     jsonl(tmp_path / "2_1.jsonl", [answer(1, "again")])
     with pytest.raises(ValueError, match=r"1 answer\(s\) appear in more than one chunk \(were the chunks written "
-                                         r"with different --num-chunks\?\): 1 prompt '' \(.*2_0.jsonl and .*2_1.jsonl\)"):
+                                         r"with different --num-chunks\?; if the question file asks a question more "
+                                         r"than once, pass it as --question-file\): 1 prompt '' "
+                                         r"\(.*2_0.jsonl and .*2_1.jsonl\)"):
         merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "2"])
     # one id with two questions (TextVQA's image ids, MME), or a repeated question line within a chunk
     jsonl(tmp_path / "2_0.jsonl", [answer(1, "a", prompt="What?"), answer(1, "a", prompt="What?")])
@@ -39,3 +41,35 @@ def test_merge_errors(tmp_path, jsonl):
     merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "1", "--pattern", "chunk{chunk_idx}.jsonl",
                         "--output-file", str(out)])
     assert json.loads(out.read_text())["question_id"] == 5
+
+
+def test_repeated_question_across_a_chunk_boundary(tmp_path, jsonl):
+    """A question file that asks one question twice: its two answers may land in two chunks."""
+    questions = tmp_path / "questions.jsonl"
+    jsonl(questions, [{"question_id": 7, "image": "a.jpg", "text": "What?"},
+                      {"question_id": 7, "image": "a.jpg", "text": "What?"},
+                      {"question_id": 8, "image": "b.jpg", "text": "Where?"}])
+    jsonl(tmp_path / "2_0.jsonl", [answer(7, "x", prompt="What?")])
+    jsonl(tmp_path / "2_1.jsonl", [answer(7, "x", prompt="What?"), answer(8, "y", prompt="Where?")])
+    argv = ["--answers-dir", str(tmp_path), "--num-chunks", "2"]
+    with pytest.raises(ValueError, match="pass it as --question-file"):
+        merge_answers.main(argv)
+    assert merge_answers.main([*argv, "--question-file", str(questions)]) == {"answers": 3, "per_chunk": [1, 2]}
+    merged = [json.loads(line) for line in (tmp_path / "merge.jsonl").read_text().splitlines()]
+    assert [(m["question_id"], m["text"]) for m in merged] == [(7, "x"), (7, "x"), (8, "y")]
+    # asked twice, answered three times over the chunks: an overlap still
+    jsonl(tmp_path / "2_0.jsonl", [answer(7, "x", prompt="What?"), answer(7, "x", prompt="What?")])
+    with pytest.raises(ValueError, match=r"1 answer\(s\) appear in more than one chunk .*: 7 prompt 'What\?'"):
+        merge_answers.main([*argv, "--question-file", str(questions)])
+    # asked once: two chunks answering it overlap, as without the file
+    jsonl(tmp_path / "2_0.jsonl", [answer(8, "y", prompt="Where?")])
+    with pytest.raises(ValueError, match=r"more than one chunk .*: 8 prompt 'Where\?'"):
+        merge_answers.main([*argv, "--question-file", str(questions)])
+    # the wrong question file, or one without the runners' fields
+    other = tmp_path / "other.jsonl"
+    jsonl(other, [{"question_id": 1, "text": "Who?"}])
+    with pytest.raises(ValueError, match=r"none of the 3 answers asks a question of .*other\.jsonl"):
+        merge_answers.main([*argv, "--question-file", str(other)])
+    jsonl(other, [{"question_id": 1, "question": "Who?"}])
+    with pytest.raises(ValueError, match=r"other\.jsonl:1: a question has no 'text' field"):
+        merge_answers.main([*argv, "--question-file", str(other)])

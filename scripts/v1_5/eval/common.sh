@@ -59,9 +59,11 @@ wait_chunks() {
     fi
 }
 
-# merge_chunks DIR OUTPUT: DIR/${CHUNKS}_k.jsonl joined in chunk order, checked (every chunk
+# merge_chunks DIR OUTPUT [QUESTION_FILE]: DIR/${CHUNKS}_k.jsonl joined in chunk order, checked (every chunk
 # present and parsable, no answer in two chunks). An answer is its question id, round and prompt: ids alone
-# repeat in TextVQA (the image id), MME (two questions per image) and MMBench --all-rounds.
+# repeat in TextVQA (the image id), MME (two questions per image) and MMBench --all-rounds. With the question
+# file, a question it asks n times may have its n answers in different chunks.
 merge_chunks() {
-    python -m llava.eval.merge_answers --answers-dir "$1" --num-chunks "$CHUNKS" --output-file "$2"
+    python -m llava.eval.merge_answers --answers-dir "$1" --num-chunks "$CHUNKS" --output-file "$2" \
+        ${3:+--question-file "$3"}
 }

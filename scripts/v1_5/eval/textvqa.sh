@@ -20,7 +20,7 @@ for IDX in $(seq 0 $((CHUNKS-1))); do
     PIDS+=($!)
 done
 wait_chunks
-merge_chunks "$ANSWERS" "$DIR/answers/$CKPT.jsonl"
+merge_chunks "$ANSWERS" "$DIR/answers/$CKPT.jsonl" "$DIR/llava_textvqa_val_v051_ocr.jsonl"
 
 python -m llava.eval.eval_textvqa \
     --annotation-file "$DIR/TextVQA_0.5.1_val.json" \

@@ -114,7 +114,9 @@ class Conversation:
         """Render the conversation into the exact prompt string the model was trained on.
 
         A trailing message of None (the assistant's turn to answer) renders as the bare
-        assistant role, so the model continues from there.
+        assistant role, so the model continues from there. An empty reply ("", a model that
+        stopped at once) renders as a finished turn with its separator, so the next turn's
+        prompt stays well formed (upstream treats it as None and runs the two turns together).
 
         Returns:
             The prompt string.
@@ -124,7 +126,7 @@ class Conversation:
         if style == SeparatorStyle.SINGLE:
             ret = self.system + self.sep
             for role, message in messages:
-                if message:
+                if message is not None:
                     ret += f"{role}: {_message_text(message)}{self.sep}"
                 else:
                     ret += f"{role}:"
@@ -132,14 +134,14 @@ class Conversation:
             seps = (self.sep, self.sep2)
             ret = self.system + seps[0]
             for i, (role, message) in enumerate(messages):
-                if message:
+                if message is not None:
                     ret += f"{role}: {_message_text(message)}{seps[i % 2]}"
                 else:
                     ret += f"{role}:"
         elif style == SeparatorStyle.MPT:
             ret = self.system + self.sep
             for role, message in messages:
-                if message:
+                if message is not None:
                     ret += role + _message_text(message) + self.sep
                 else:
                     ret += role
@@ -151,12 +153,12 @@ class Conversation:
             seps = (self.sep, self.sep if self.sep2 is None else self.sep2)
             ret = self.system
             for i, (_, message) in enumerate(messages):
-                if message:
+                if message is not None:
                     ret += _message_text(message) + seps[i % 2]
         elif style == SeparatorStyle.CHATML:
             ret = f"{CHATML_START}system\n{self.system}{self.sep}\n" if self.system else ""
             for role, message in messages:
-                if message:
+                if message is not None:
                     ret += f"{CHATML_START}{role}\n{_message_text(message)}{self.sep}\n"
                 else:
                     ret += f"{CHATML_START}{role}\n"
@@ -174,7 +176,7 @@ class Conversation:
             )
         ret = ""
         for i, (_, message) in enumerate(messages):
-            if not message:
+            if message is None:
                 continue
             text = _message_text(message)
             if i == 0 and self.system:

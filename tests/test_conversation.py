@@ -217,3 +217,29 @@ def test_dict_reduces_tuples_to_text():
     assert d["messages"][0] == ["USER", "<image>\nWhat is this?"]
     assert d["messages"][-1] == ["ASSISTANT", None]
     assert (d["system"], d["sep"], d["sep2"], d["offset"]) == (VICUNA_SYSTEM, " ", "</s>", 0)
+
+
+@pytest.mark.parametrize("name", sorted(conv_templates))
+def test_empty_reply_renders_as_a_finished_turn(name):
+    """A reply of "" (a model that stopped at once) keeps its separator: the next turn stays well formed."""
+    def prompt(reply: str) -> str:
+        conv = conv_templates[name].copy()
+        for message in ("Hello?", reply, "And now?", None):
+            conv.append_message(conv.roles[len(conv.messages) % 2], message)
+        return conv.get_prompt()
+
+    marker = "\N{SNOWMAN}"
+    assert marker in prompt(marker)
+    assert prompt("") == prompt(marker).replace(marker, "")
+
+
+def test_empty_reply_in_vicuna_and_chatml_prompts():
+    conv = conv_templates["vicuna_v1"].copy()
+    for message in ("Hi", "", "Again", None):
+        conv.append_message(conv.roles[len(conv.messages) % 2], message)
+    assert conv.get_prompt().endswith("USER: Hi ASSISTANT: </s>USER: Again ASSISTANT:")
+    conv = conv_templates["chatml"].copy()
+    for message in ("Hi", "", "Again", None):
+        conv.append_message(conv.roles[len(conv.messages) % 2], message)
+    assert conv.get_prompt().endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n"
+                                      "<|im_start|>user\nAgain<|im_end|>\n<|im_start|>assistant\n")

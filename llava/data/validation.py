@@ -217,8 +217,8 @@ def _structure_problem(obj: Any, plain: bool) -> tuple[str, str] | None:
             return "bad_conversations", (f"turn {j} must be {{'from': 'human'|'gpt', 'value': str}}, "
                                          f"got {turn!r:.80}")
         if not turn["value"].strip():
-            # A template renders an empty message as "the model answers next", so the text and its
-            # labels would no longer line up.
+            # Upstream's templates render an empty message as "the model answers next" (its text and
+            # labels would not line up there), and an empty turn has nothing to learn: a data error.
             return "empty_turn", f"turn {j} ({turn['from']}) has an empty 'value'"
     # Upstream drops a leading gpt turn, then expects human/gpt alternating.
     body = turns[1:] if turns[0]["from"] != "human" else turns

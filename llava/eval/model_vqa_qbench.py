@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from llava.eval.io_utils import load_json
+from llava.eval.eval_qbench import LETTERS, load_llvisionqa
 from llava.eval.runner import (
     Item,
     LoadedModel,
@@ -41,7 +41,6 @@ from llava.eval.runner import (
 
 #: The line after the question that asks for one option, per language (upstream's wording).
 CHOOSE = {"en": "\nChoose between one of the options as follows:\n", "zh": "\n在下列选项中选择一个:\n"}
-LETTERS = "ABCD"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,29 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lang", choices=sorted(CHOOSE), default="en", help="the language of the instruction")
     parser.set_defaults(conv_mode="llava_v1")
     return parser
-
-
-def load_llvisionqa(path: str) -> list[dict]:
-    """Q-Bench's question list, each entry checked.
-
-    Raises:
-        ValueError: not a JSON list, or an entry without ``img_path``/``question`` text or with
-            candidates that are not 2 to 4 texts (names the entry's position).
-    """
-    path = os.path.expanduser(path)
-    questions = load_json(path)
-    if not isinstance(questions, list):
-        raise ValueError(f"{path}: expected a JSON list of Q-Bench questions, got {type(questions).__name__}")
-    for position, q in enumerate(questions):
-        if not isinstance(q, dict) or not all(isinstance(q.get(k), str) for k in ("img_path", "question")):
-            keys = sorted(q) if isinstance(q, dict) else type(q).__name__
-            raise ValueError(f"{path}: question {position} needs 'img_path' and 'question' texts; has {keys}")
-        candidates = q.get("candidates")
-        if not (isinstance(candidates, list) and 2 <= len(candidates) <= len(LETTERS)
-                and all(isinstance(c, str) for c in candidates)):
-            raise ValueError(f"{path}: question {position} ({q['img_path']}) needs 'candidates', 2 to "
-                             f"{len(LETTERS)} texts; got {candidates!r:.80}")
-    return questions
 
 
 def question_message(question: dict, lang: str) -> str:

@@ -75,7 +75,7 @@ def test_script_command_lines_parse_with_the_real_parsers(bench, stub_env, tmp_p
     out = subprocess.run(["bash", str(SCRIPTS / f"{bench}.sh"), f"{ckpt}/", "--batch-size", "8"], cwd=tmp_path,
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    runs, summary_flags = [], []
+    runs, summary_flags, merges = [], [], []
     for argv in _calls(calls_dir):
         if argv[0] == "-m":
             module, rest = argv[1], argv[2:]
@@ -85,13 +85,15 @@ def test_script_command_lines_parse_with_the_real_parsers(bench, stub_env, tmp_p
         args = importlib.import_module(module).build_parser().parse_args(rest)
         if module in RUNNERS:
             runs.append(args)
-        if module == "llava.eval.merge_answers":  # TextVQA's question file repeats lines; the merge is told
-            question_file = runs[0].question_file if bench == "textvqa" else None
-            assert args.question_file == question_file and args.num_chunks == 2
+        if module == "llava.eval.merge_answers":
+            merges.append(args)
         if getattr(args, "summary", None):
             summary_flags.append(args.summary)
     # one runner per GPU in CUDA_VISIBLE_DEVICES, each on its own chunk, with the extra arguments
     assert sorted(a.chunk_idx for a in runs) == [0, 1] and {a.num_chunks for a in runs} == {2}
+    # the chunks merged; TextVQA's question file repeats lines, so its merge is given the file
+    assert [(m.num_chunks, m.question_file) for m in merges] == [
+        (2, runs[0].question_file if bench == "textvqa" else None)]
     for a in runs:
         assert a.model_path == str(ckpt) and a.temperature == 0 and a.batch_size == 8
         assert a.conv_mode == ("llava_v1" if bench.startswith("qbench") else "auto")  # upstream's Q-Bench template

@@ -407,7 +407,8 @@ def test_qbench_prompts_records_chunks_and_score(tmp_path, loaded, tiny_checkpoi
     merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "2", "--output-file", str(merged)])
     assert [(a["question_id"], a["response"]) for a in _read(merged)] == [(a["question_id"], a["response"])
                                                                          for a in answers]
-    result = eval_qbench.score(_read(merged), str(merged))  # the random model's answers score, whatever they say
+    # the random model's answers score, whatever they say, and answer every question of the file
+    result = eval_qbench.score(_read(merged), str(merged), LLVISIONQA, str(question_file))
     assert result["total"] == 3 and set(result["by_type"]) == {"0", "1", "2"}
 
     bad = tmp_path / "bad.json"

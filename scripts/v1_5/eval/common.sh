@@ -9,7 +9,8 @@
 # --model-base ./checkpoints/vicuna-7b-v1.5 (projector-only or LoRA checkpoints), --no-resume.
 # One chunk runs per GPU in CUDA_VISIBLE_DEVICES (default "0": one chunk; a machine without a
 # GPU runs that chunk on the CPU). CONV_MODE overrides the template (default "auto": the
-# checkpoint's conv_mode, else vicuna_v1). An interrupted script resumes where it stopped.
+# checkpoint's conv_mode, else vicuna_v1; qbench.sh: upstream's llava_v1). An interrupted script
+# resumes where it stopped.
 
 set -euo pipefail
 

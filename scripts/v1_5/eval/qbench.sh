@@ -40,5 +40,6 @@ if [ "$SPLIT" != dev ]; then
     exit 0
 fi
 python -m llava.eval.eval_qbench \
+    --questions-file "$DIR/llvisionqa_$SPLIT.json" \
     --answers-file "$ANSWERS.jsonl" \
     --summary "$NAME $CKPT"

@@ -35,7 +35,10 @@ def read_config_dict(folder: str | os.PathLike) -> dict:
     path = Path(folder, "config.json")
     if not path.is_file():
         raise FileNotFoundError(f"No config.json in {folder}")
-    return json.loads(path.read_text())
+    config = weights.read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not an object of config keys")
+    return config
 
 
 def is_multimodal_config(config: dict) -> bool:
@@ -59,6 +62,8 @@ def resolve_local(path: str | os.PathLike, what: str = "Model path", cache_dir: 
         FileNotFoundError: neither a folder nor a cached hub id, saying how to download it.
     """
     path = str(path)
+    if not path.strip():
+        raise FileNotFoundError(f"{what} is empty: pass a local folder or a cached hub id")
     if Path(path).is_dir():
         return path
     parts = path.split("/")
@@ -150,6 +155,9 @@ def load_pretrained_model(
     Returns:
         (tokenizer, model, image_processor or None, context_len)
     """
+    if model_base is not None and not str(model_base).strip():
+        raise ValueError("model_base is empty: pass the language model a projector-only or LoRA checkpoint was "
+                         "trained on, or None (leave --model-base out) for a full checkpoint")
     cache_dir, revision = kwargs.pop("cache_dir", None), kwargs.pop("revision", None)
     model_path = resolve_local(model_path, cache_dir=cache_dir, revision=revision)
     device = torch.device(device)
@@ -184,14 +192,21 @@ def load_pretrained_model(
     if not is_multimodal_config(config_dict):
         if kind != "full":
             raise ValueError(f"{model_path} has no mm_vision_tower in config.json, so it must be a full language model")
+        weights.check_safetensors(model_path)
         tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(model_path, output_loading_info=True, **load_kwargs)
+        _check_llm_weights(info["missing_keys"], model_path)
         return _finish(tokenizer, model, None, device, quant)
+    base_dict = _check_base(model_base, config_dict, model_path) if kind != "full" else None
+    weights.check_safetensors(model_path if kind == "full" else model_base)
 
     config = llava_config_from_dict(config_dict)
     tokenizer_dir = model_path if _has_tokenizer(model_path) else model_base
     if tokenizer_dir is None:
         raise FileNotFoundError(f"No tokenizer files in {model_path} and no model_base given")
+    if not _has_tokenizer(tokenizer_dir):
+        raise FileNotFoundError(f"No tokenizer files in {model_path} or in model_base {model_base} "
+                                f"({', '.join(TOKENIZER_FILES)}): model_base must be a language model's folder")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
 
     if kind == "full":
@@ -201,11 +216,12 @@ def load_pretrained_model(
             model_path, config=config, output_loading_info=True, key_mapping=weights.CHECKPOINT_KEY_MAPPING,
             **load_kwargs)
         missing = set(info["missing_keys"])
+        _check_llm_weights(missing, model_path)
         load_unmatched_projector(model, missing, model_path)
     else:
         # The config counts the tokens the run added (<im_start>, ...); the base has its own vocabulary,
         # and _add_image_tokens grows it below.
-        base_vocab = read_config_dict(model_base).get("vocab_size")
+        base_vocab = base_dict.get("vocab_size")
         base_config = config
         if base_vocab and base_vocab != config.vocab_size:
             base_config = llava_config_from_dict({**config.to_dict(), "vocab_size": base_vocab})
@@ -225,6 +241,7 @@ def load_pretrained_model(
             model, loaded = _apply_lora(model, model_path, config)
             # The projector, and a tower trained with the adapters, come from non_lora_trainables.bin.
             missing = {k for k in missing if not k.startswith("model.mm_projector.") and k not in loaded}
+        _check_llm_weights(missing, model_base)
 
     tower = model.get_vision_tower()
     if tower is None:
@@ -268,9 +285,46 @@ def load_unmatched_projector(model, missing_keys, checkpoint: str) -> None:
         weights.load_projector_weights(projector, tensors, model.config.mm_projector_type, source=checkpoint)
 
 
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
+# Language-model sizes a base must share with the checkpoint trained on it.
+BASE_SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                   "num_key_value_heads")
+
+
 def _has_tokenizer(folder: str) -> bool:
-    names = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
-    return any(Path(folder, n).is_file() for n in names)
+    return any(Path(folder, n).is_file() for n in TOKENIZER_FILES)
+
+
+def _check_base(model_base: str, config: dict, model_path: str) -> dict:
+    """``model_base``'s config.json, checked against the checkpoint's ``config`` before any weights are
+    read: a language model of the same sizes.
+
+    Raises:
+        ValueError: model_base is not a language model, or one of another size (names the key).
+    """
+    base = read_config_dict(model_base)
+    if not base.get("vocab_size"):
+        raise ValueError(f"model_base {model_base} is not a language model (its config.json has model_type "
+                         f"{base.get('model_type')!r} and no vocab_size); pass the LLM {model_path} was trained on")
+    for key in BASE_SHAPE_KEYS:
+        if config.get(key) is not None and base.get(key) is not None and base[key] != config[key]:
+            raise ValueError(f"model_base {model_base} has {key} {base[key]}, the checkpoint {model_path} expects "
+                             f"{config[key]}: pass the LLM it was trained on")
+    return base
+
+
+def _check_llm_weights(missing_keys, folder: str) -> None:
+    """from_pretrained leaves weights absent from the files at random init and only logs them; the
+    language model's must all be there. The tower's and projector's are checked where they are read,
+    and tied weights (an LM head that is the embedding matrix) are not reported missing.
+
+    Raises:
+        ValueError: naming the folder, how many weights it lacks and the first of them.
+    """
+    llm = sorted(k for k in missing_keys if not k.startswith(("model.vision_tower.", weights.PROJECTOR_PREFIX)))
+    if llm:
+        raise ValueError(f"{folder} lacks {len(llm)} of the language model's weights, which would be left at random "
+                         f"init: {llm[:6]}{' ...' if len(llm) > 6 else ''}; its weight files are incomplete")
 
 
 def _apply_lora(model, model_path: str, config: LlavaConfig):

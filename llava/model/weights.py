@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -28,6 +28,39 @@ FULL_WEIGHT_FILES = (
 # Upstream's tower wraps transformers-4 CLIPVisionModel, whose weights sit under `vision_model.`;
 # transformers 5 dropped that level. Used as `from_pretrained(key_mapping=...)`.
 CHECKPOINT_KEY_MAPPING = {r"^model\.vision_tower\.vision_tower\.vision_model\.": "model.vision_tower.vision_tower."}
+
+
+def read_json(path: str | os.PathLike):
+    """A JSON file's content; a file that does not parse is named with the line and column."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg}: line {err.lineno} column {err.colno})") from None
+
+
+def check_safetensors(folder: str | os.PathLike) -> None:
+    """Reads the header of each ``*.safetensors`` file of the checkpoint in ``folder`` (the index's
+    shards, or ``model.safetensors``), which also checks that the file is as long as the header says:
+    an empty or cut copy is named here, before any weights are read.
+
+    Raises:
+        ValueError: naming the file and what the header check found.
+    """
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted({folder / name for name in read_json(index).get("weight_map", {}).values()})
+    else:
+        files = [folder / "model.safetensors"]
+    for file in files:
+        if not file.is_file():
+            continue  # a missing shard is named by from_pretrained
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except SafetensorError as err:
+            raise ValueError(f"{file} ({file.stat().st_size} bytes) is not a complete safetensors file ({err}); "
+                             f"copy or download it again") from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -170,7 +203,7 @@ def read_checkpoint_tensors(folder: str | os.PathLike, keep) -> dict[str, torch.
     files: list[Path] = []
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index_name).is_file():
-            weight_map = json.loads((folder / index_name).read_text())["weight_map"]
+            weight_map = read_json(folder / index_name)["weight_map"]
             files = sorted({folder / name for key, name in weight_map.items() if keep(key)})
             break
     else:

@@ -288,6 +288,89 @@ def test_tower_folder_without_weights_is_an_error_not_a_random_tower(tmp_path, r
     torch.testing.assert_close(_logits(model, tokenizer, pixels), _logits(reference, llama_tokenizer, pixels))
 
 
+def _drop_keys(folder: Path, prefix: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in state.items() if not k.startswith(prefix)}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+
+
+def test_language_model_weights_missing_from_the_files_are_an_error(tmp_path, reference, llama_tokenizer, tower_dir):
+    """from_pretrained leaves them at random init and only logs a table; a tied LM head is not missing."""
+    folder = tmp_path / "ckpt"
+    reference.save_pretrained(folder)
+    _save_tokenizer(llama_tokenizer, folder)
+    _drop_keys(folder, "model.layers.1.")
+    with pytest.raises(ValueError, match=r"ckpt lacks 9 of the language model's weights, which would be left at "
+                                         r"random init: \['model.layers.1.input_layernorm.weight', .*\] \.\.\.; "
+                                         r"its weight files are incomplete$"):
+        load_pretrained_model(str(folder), None, None, device="cpu")
+    # the same through model_base, for a projector-only checkpoint
+    stage1 = tmp_path / "stage1"
+    weights.save_projector(stage1, reference.get_model().mm_projector.state_dict())
+    reference.config.save_pretrained(stage1)
+    with pytest.raises(ValueError, match=r"ckpt lacks 9 of the language model's weights"):
+        load_pretrained_model(str(stage1), str(folder), None, device="cpu")
+    tied = tiny_llava_model(tiny_llava_config(tower_dir, llama_tokenizer, tie_word_embeddings=True))
+    tied.save_pretrained(tmp_path / "tied")
+    _save_tokenizer(llama_tokenizer, tmp_path / "tied")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "tied" / "model.safetensors"), framework="pt") as handle:
+        assert "lm_head.weight" not in handle.keys()
+    _, model, _, _ = load_pretrained_model(str(tmp_path / "tied"), None, None, device="cpu")
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+
+
+def test_broken_files_and_wrong_model_base_are_named(tmp_path, reference, llama_tokenizer, tower_dir):
+    """Each is refused before any weights are read, naming the file or the folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.conftest import TINY_LLM
+
+    folder = tmp_path / "ckpt"
+    reference.save_pretrained(folder)
+    _save_tokenizer(llama_tokenizer, folder)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"ckpt/model.safetensors \(\d+ bytes\) is not a complete safetensors file "
+                                         r"\(.*incomplete metadata.*\); copy or download it again"):
+        load_pretrained_model(str(folder), None, None, device="cpu")
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"model.safetensors \(0 bytes\) is not a complete safetensors file "
+                                         r"\(.*header too small\)"):
+        load_pretrained_model(str(folder), None, None, device="cpu")
+    config = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(config[:100])
+    with pytest.raises(ValueError, match=r"ckpt/config.json is not valid JSON \(Unterminated string starting at: "
+                                         r"line \d+ column \d+\)"):
+        load_pretrained_model(str(folder), None, None, device="cpu")
+
+    stage1 = tmp_path / "stage1"
+    weights.save_projector(stage1, reference.get_model().mm_projector.state_dict())
+    reference.config.save_pretrained(stage1)
+    narrow = tmp_path / "narrow"
+    LlamaForCausalLM(LlamaConfig(**{**TINY_LLM, "hidden_size": 32}, vocab_size=len(llama_tokenizer))).save_pretrained(
+        narrow)
+    _save_tokenizer(llama_tokenizer, narrow)
+    with pytest.raises(ValueError, match=r"model_base \S*narrow has hidden_size 32, the checkpoint \S*stage1 expects "
+                                         r"64: pass the LLM it was trained on"):
+        load_pretrained_model(str(stage1), str(narrow), None, device="cpu")
+    with pytest.raises(ValueError, match=r"model_base \S+ is not a language model \(its config.json has model_type "
+                                         r"'clip_vision_model' and no vocab_size\); pass the LLM \S*stage1 was"):
+        load_pretrained_model(str(stage1), tower_dir, None, device="cpu")
+    untokenized = tmp_path / "no-tokenizer"
+    reference.save_pretrained(untokenized)
+    with pytest.raises(FileNotFoundError, match=r"No tokenizer files in \S*stage1 or in model_base \S*no-tokenizer "
+                                                r"\(tokenizer_config.json, tokenizer.json, tokenizer.model\)"):
+        load_pretrained_model(str(stage1), str(untokenized), None, device="cpu")
+    with pytest.raises(ValueError, match=r"^model_base is empty: pass the language model"):
+        load_pretrained_model(str(stage1), "", None, device="cpu")
+    with pytest.raises(FileNotFoundError, match="^Model path is empty"):
+        load_pretrained_model("", None, None, device="cpu")
+
+
 def test_dtype_auto_and_by_name(tmp_path, reference, llama_tokenizer):
     folder = tmp_path / "ckpt"
     reference.to(torch.bfloat16).save_pretrained(folder)

@@ -84,6 +84,10 @@ def wait_for_quiet(threshold: float, max_minutes: float, log) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.wait_for_load is not None and not args.wait_for_load > 0:  # else it waits --wait-max-min for nothing
+        parser.error(f"--wait-for-load must be above 0 (a load average is never below 0), got {args.wait_for_load}")
+    if not args.wait_max_min >= 0:
+        parser.error(f"--wait-max-min must be at least 0, got {args.wait_max_min}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)

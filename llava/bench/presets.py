@@ -135,10 +135,11 @@ class Preset:
 
     def __post_init__(self):
         least = {"warmup": 0, "text_tokens": 1, "caption_tokens": 1, "short_new_tokens": 1, "long_new_tokens": 1,
-                 "train_batch": 1, "stage1_batch": 1, "repeats": 1, "long_repeats": 1, "train_steps": 1}
+                 "train_batch": 1, "stage1_batch": 1, "repeats": 1, "long_repeats": 1, "train_steps": 1,
+                 "threads": 1}
         for name, low in least.items():
             value = getattr(self, name)
-            if value is not None and value < low:  # stage1_batch None: the train batch
+            if value is not None and value < low:  # None: the train batch, torch's threads
                 raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError(f"--batch-sizes must be at least 1, got {self.batch_sizes}")

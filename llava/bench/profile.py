@@ -304,11 +304,13 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--json needs one of the --compare-* modes")
     if args.repeats < 1 or args.batch < 1:
         p.error("--repeats and --batch must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
     preset = get_preset(args.preset)
     device = torch.device(args.device or preset.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error(f"--device {args.device or 'cuda (the preset)'} needs CUDA, but torch.cuda.is_available() is False")
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype or preset.dtype)
     load_before = load_average()

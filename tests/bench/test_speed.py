@@ -161,7 +161,8 @@ def test_7b_preset_without_cuda_says_so(capsys, tmp_path):
         speed.run(get_preset("7b"))
     # the command line says so first, before waiting for a quiet machine or measuring anything
     with pytest.raises(SystemExit) as exit_info:
-        main(["--preset", "7b", "--out", str(tmp_path), "--no-chart", "--wait-for-load", "0", "--wait-max-min", "30"])
+        main(["--preset", "7b", "--out", str(tmp_path), "--no-chart", "--wait-for-load", "0.5",
+              "--wait-max-min", "30"])
     assert exit_info.value.code == 2
     assert "--device cuda (preset 7b) needs CUDA, but torch.cuda.is_available() is False" in capsys.readouterr().err
 
@@ -211,6 +212,10 @@ def test_command_line_overrides():
     (["--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["--train-steps", "0"], "--train-steps must be at least 1, got 0"),
     (["--batch-sizes", "0,2"], "--batch-sizes must be at least 1"),
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
+    (["--wait-for-load", "0"], "--wait-for-load must be above 0 (a load average is never below 0), got 0.0"),
+    (["--wait-for-load", "-1"], "--wait-for-load must be above 0 (a load average is never below 0), got -1.0"),
+    (["--wait-for-load", "1", "--wait-max-min", "-5"], "--wait-max-min must be at least 0, got -5.0"),
 ])
 def test_bad_benchmark_flags_stop_before_anything_is_measured(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit):
@@ -223,6 +228,7 @@ def test_bad_benchmark_flags_stop_before_anything_is_measured(tmp_path, capsys, 
     (["--compare-ttft", "--compare-training", "stage1"], "argument --compare-training: not allowed with argument "
                                                          "--compare-ttft"),
     (["--compare-ttft", "--repeats", "0"], "--repeats and --batch must be at least 1"),
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
 ] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "--device cuda needs CUDA")]))
 def test_bad_profile_flags_are_named(capsys, flags, message):
     from llava.bench.profile import main as profile_main

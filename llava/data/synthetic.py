@@ -31,13 +31,14 @@ samples changes. Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
@@ -46,6 +47,8 @@ FORMAT_VERSION = 1
 
 #: Appended to every short-answer question, as in LLaVA-1.5's VQA data and eval prompts.
 ANSWER_PROMPT = "Answer the question using a single word or phrase."
+#: The question of a stage-2 caption turn.
+CAPTION_REQUEST = "Describe the image briefly."
 
 #: Label of an attribute that a kind of image does not have (torch cross_entropy's default).
 IGNORE_LABEL = -100
@@ -397,10 +400,44 @@ def question(rng: np.random.Generator, kind: str, qtype: str) -> str:
     template = _pick(rng, _QUESTIONS[qtype])
     if "{noun}" not in template:
         return template
-    noun = _pick(rng, _NOUNS[(kind, qtype)])
+    return _fill(template, _pick(rng, _NOUNS[(kind, qtype)]))
+
+
+def _fill(template: str, noun: str) -> str:
     plural = noun in _PLURAL_NOUNS
     return template.format(noun=noun, is_="are" if plural else "is", Is="Are" if plural else "Is",
                            does="do" if plural else "does")
+
+
+def longest_samples(measure: Callable[[str], int]) -> dict[str, dict]:
+    """The longest stage-1 and stage-2 samples the generator can write, whatever the seed: each
+    text the one ``measure`` (e.g. a token count) finds longest among all it can draw, and the
+    stage-2 chat with a turn for every question type of its kind plus a caption turn. Text-only
+    chats (at most two short questions, no image) are shorter.
+
+    Returns:
+        ``{"stage1": sample, "stage2": sample}`` in the format of stage1.json / stage2.json.
+    """
+    def longest(texts: Iterable[str]) -> str:
+        return max(texts, key=measure)
+
+    captions = {kind: longest(caption({"kind": kind, **dict(zip(KINDS[kind], values))})
+                              for values in itertools.product(*(VOCAB[q] for q in KINDS[kind])))
+                for kind in KINDS}
+    stage1 = [{"from": "human", "value": "<image>\n" + longest(_STAGE1_INSTRUCTIONS)},
+              {"from": "gpt", "value": longest(captions.values())}]
+    chats = []
+    for kind, qtypes in KINDS.items():
+        questions = [longest(_fill(t, noun) for t in _QUESTIONS[q] for noun in _NOUNS.get((kind, q), ("",)))
+                     for q in qtypes]
+        turns = [(f"{text}\n{ANSWER_PROMPT}", longest(VOCAB[q])) for text, q in zip(questions, qtypes)]
+        turns.append((CAPTION_REQUEST, captions[kind]))
+        chats.append([m for j, (q, a) in enumerate(turns)
+                      for m in ({"from": "human", "value": ("<image>\n" if j == 0 else "") + q},
+                                {"from": "gpt", "value": a})])
+    stage2 = max(chats, key=lambda chat: sum(measure(m["value"]) for m in chat))
+    return {"stage1": {"id": "longest-stage1", "image": "longest.png", "conversations": stage1},
+            "stage2": {"id": "longest-stage2", "image": "longest.png", "conversations": stage2}}
 
 
 def _text_only(rng: np.random.Generator) -> tuple[str, str]:
@@ -553,7 +590,7 @@ def generate(out_dir: str | Path, config: SyntheticConfig | None = None) -> dict
         turns = [(f"{question(rng, attrs['kind'], q)}\n{ANSWER_PROMPT}", attrs[q]) for q in order]
         if rng.random() < cfg.caption_turn_prob:
             turns.insert(int(rng.integers(len(turns) + 1)),
-                         ("Describe the image briefly.", caption(attrs)))
+                         (CAPTION_REQUEST, caption(attrs)))
         conv = []
         for j, (q, a) in enumerate(turns):
             conv += [{"from": "human", "value": ("<image>\n" if j == 0 else "") + q},

@@ -28,6 +28,8 @@ PROJECTORS = ("delta", "mlp2x_gelu", "avgpool")
 # Default stage-1 steps per stage-1 precision: about the same stage-1 time on this project's CPU.
 STAGE1_STEPS = {"fp32": 200, "bf16": 250}
 PRECISIONS = ("auto", "bf16", "fp32")
+# --version of each training stage, as in pretrain_delta.sh / finetune_delta.sh (chatml: SmolLM2's template).
+STAGE_VERSIONS = {1: "plain", 2: "chatml"}
 
 
 def _checked_precision(name: str, value: str) -> str:
@@ -188,6 +190,56 @@ class QuickstartConfig:
                                          caption_turn_prob=self.caption_turn_prob)
 
 
+def longest_sample_tokens(cfg: QuickstartConfig, llm: str) -> dict[int, dict]:
+    """Per training stage, the tokens of the longest sample the synthetic data can hold
+    (``synthetic.longest_samples``), tokenized by ``llm``'s tokenizer with that stage's template,
+    with the most visual tokens per image that a projector of ``cfg`` gives.
+
+    Returns:
+        ``{stage: {"tokens", "visual_tokens", "projector"}}`` for stages 1 and 2.
+    """
+    from transformers import AutoTokenizer
+
+    from llava.data.preprocess import conversation_template, preprocess, preprocess_multimodal
+    from llava.model.builder import llava_config_from_dict, read_config_dict
+    from llava.model.multimodal_projector.builder import build_vision_projector
+
+    tokenizer = AutoTokenizer.from_pretrained(llm, local_files_only=True)
+    side = cfg.tower.image_size // cfg.tower.patch_size
+    llm_config = read_config_dict(llm)
+    visual = {p: build_vision_projector(llava_config_from_dict(
+        llm_config, mm_projector_type=p, mm_hidden_size=cfg.tower.hidden_size, scale_factor=cfg.scale_factor,
+        mm_delta_layers=cfg.delta_layers)).num_tokens((side, side)) for p in cfg.projectors}
+    projector = max(visual, key=visual.get)
+    samples = synthetic.longest_samples(lambda text: len(tokenizer(text, add_special_tokens=False).input_ids))
+    out = {}
+    for stage, version in STAGE_VERSIONS.items():
+        turns = preprocess_multimodal(samples[f"stage{stage}"]["conversations"], mm_use_im_start_end=False,
+                                      version=version)
+        ids = preprocess(turns, tokenizer, conversation_template(version)).input_ids
+        out[stage] = {"tokens": len(ids) - 1 + visual[projector], "visual_tokens": visual[projector],
+                      "projector": projector}
+    return out
+
+
+def check_model_max_length(cfg: QuickstartConfig, llm: str) -> None:
+    """Refuses a ``--model-max-length`` that would cut the quickstart's samples (stage 1 would train on
+    cut captions, stage 2 stop at a chat that cannot fit), before any data is drawn.
+
+    Raises:
+        ValueError: naming the stage, its longest sample's tokens and the length to ask for.
+    """
+    longest = longest_sample_tokens(cfg, llm)
+    stage = max(longest, key=lambda k: longest[k]["tokens"])
+    need = longest[stage]
+    if cfg.model_max_length < need["tokens"]:
+        raise ValueError(
+            f"--model-max-length {cfg.model_max_length} cannot hold the quickstart's samples: the longest stage-"
+            f"{stage} sample is {need['tokens']} tokens ({need['visual_tokens']} visual tokens per image with "
+            f"{need['projector']} at --image-size {cfg.tower.image_size} and --scale-factor {cfg.scale_factor}, the "
+            f"rest text); raise --model-max-length to at least {need['tokens']}")
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic natively (oneDNN's check: AVX512-BF16 or AMX)."""
     import torch
@@ -247,7 +299,7 @@ def train_args(cfg: QuickstartConfig, projector: str, stage: int, llm: str, data
     schedule = "cosine" if stage == 1 else cfg.stage2_schedule()
     args = [
         "--model_name_or_path", llm,
-        "--version", "plain" if stage == 1 else "chatml",
+        "--version", STAGE_VERSIONS[stage],
         "--data_path", str(data / ("stage1.json" if stage == 1 else "stage2.json")),
         "--image_folder", str(data / "images"),
         "--vision_tower", str(tower),
@@ -431,7 +483,6 @@ def run(cfg: QuickstartConfig) -> dict:
     # The stages run from the repository, where a path relative to the caller's folder points elsewhere.
     cfg = replace(cfg, out=str(Path(cfg.out).resolve()))
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.threads is not None:  # for this process (stage 0) and the stage subprocesses
         import torch
 
@@ -445,6 +496,8 @@ def run(cfg: QuickstartConfig) -> dict:
     if cfg.reuse:  # checked before anything is made, so a mismatch costs nothing
         stage0 = reuse_data_and_tower(data, out / "vision_tower", cfg.data_config(), tower_config)
     llm = str(Path(cfg.llm or prepare_embedded_llm()).resolve())
+    check_model_max_length(cfg, llm)
+    out.mkdir(parents=True, exist_ok=True)
     if cfg.reuse:
         _log(f"reusing the synthetic data in {data} and the stage-0 tower in {out / 'vision_tower'} "
              f"(same settings; held-out attribute accuracy {stage0['heldout_accuracy']}, trained in "
@@ -574,7 +627,8 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         "stage2_steps": "stage-2 optimizer steps", "batch_size": "samples per optimizer step (both stages)",
         "eval_batch_size": "questions per batch in the evaluation",
         "scale_factor": "delta / avgpool window side: grid / scale_factor tokens per side",
-        "model_max_length": "longest tokenized sample", "seed": "seed of the synthetic data and of stages 1 and 2",
+        "model_max_length": "longest tokenized sample, visual tokens included; at least the longest "
+                            "sample the data can hold (checked before any work)", "seed": "seed of the synthetic data and of stages 1 and 2",
         "threads": "torch threads for every stage"}
     for name, text in counts.items():
         default = getattr(cfg, name)
@@ -622,7 +676,7 @@ def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
         cfg = QuickstartConfig(num_stage1=48, num_stage2=48, num_eval=10, stage1_steps=2, stage2_steps=2,
                                batch_size=4, eval_batch_size=5, tower=TowerConfig(
                                    image_size=56, hidden_size=64, num_layers=2, num_heads=2, steps=3, batch_size=16),
-                               delta_layers="1,2", model_max_length=128, stage2_mode="lora", lora_r=4, lora_alpha=8,
+                               delta_layers="1,2", model_max_length=512, stage2_mode="lora", lora_r=4, lora_alpha=8,
                                stage2_micro_batch=2)
     cfg.out, cfg.llm, cfg.reuse = args.out, args.llm, args.reuse
     if args.compare and args.projectors:

@@ -11,8 +11,8 @@ import pytest
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from llava.data.synthetic import generate
-from llava.quickstart.pipeline import (QuickstartConfig, cpu_has_native_bf16, parse_args, reuse_data_and_tower, run,
-                                       train_args, train_loop_seconds)
+from llava.quickstart.pipeline import (STAGE_VERSIONS, QuickstartConfig, cpu_has_native_bf16, longest_sample_tokens,
+                                       parse_args, reuse_data_and_tower, run, train_args, train_loop_seconds)
 from llava.quickstart.stage0 import pretrain_tower
 from tests.conftest import TINY_LLM
 
@@ -103,6 +103,33 @@ def test_bad_flags_fail_before_any_work_and_name_the_flag(tmp_path, flags, messa
     out = tmp_path / "quickstart"
     with pytest.raises(ValueError, match=message):
         run(parse_args(["--fast", "--out", str(out), *flags]))
+    assert not out.exists()
+
+
+def test_a_model_max_length_that_cuts_samples_fails_before_any_work(tmp_path, tiny_chatml_llm):
+    """Stage 1 would train on cut captions and stage 2 stop at a chat that cannot fit."""
+    from llava.data.preprocess import conversation_template, preprocess, preprocess_multimodal
+
+    cfg = parse_args(["--fast", "--compare", "--llm", tiny_chatml_llm])
+    longest = longest_sample_tokens(cfg, tiny_chatml_llm)
+    assert {s["visual_tokens"] for s in longest.values()} == {16}  # mlp2x_gelu: the 4 x 4 grid
+    # the bound holds every sample the generator drew
+    generate(tmp_path / "data", cfg.data_config())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chatml_llm)
+    for stage, version in STAGE_VERSIONS.items():
+        for sample in json.loads((tmp_path / "data" / f"stage{stage}.json").read_text()):
+            turns = preprocess_multimodal(sample["conversations"], mm_use_im_start_end=False, version=version)
+            ids = preprocess(turns, tokenizer, conversation_template(version)).input_ids
+            assert len(ids) + ("image" in sample) * 15 <= longest[stage]["tokens"], sample["id"]
+    need = longest[2]["tokens"]
+    assert need > longest[1]["tokens"]
+    out = tmp_path / "quickstart"
+    with pytest.raises(ValueError, match=rf"^--model-max-length {need - 1} cannot hold the quickstart's samples: the "
+                                         rf"longest stage-2 sample is {need} tokens \(16 visual tokens per image with "
+                                         rf"mlp2x_gelu at --image-size 56 and --scale-factor 2, the rest text\); raise "
+                                         rf"--model-max-length to at least {need}$"):
+        run(parse_args(["--fast", "--compare", "--llm", tiny_chatml_llm, "--out", str(out),
+                        "--model-max-length", str(need - 1)]))
     assert not out.exists()
 
 

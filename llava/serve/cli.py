@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     image = None
-    if args.image_file:
+    if args.image_file is not None and not args.image_file.strip():  # e.g. an unset shell variable
+        print("error: --image-file is empty: give an image file or URL, or leave the flag out for a text-only chat",
+              file=sys.stderr)
+        return 2
+    if args.image_file is not None:
         try:
             image = load_image(args.image_file)
         except RequestError as error:  # names the file or URL

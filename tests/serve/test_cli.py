@@ -33,6 +33,23 @@ def test_cli_rejects_a_file_that_is_not_an_image(tmp_path, capsys):
     assert "The uploaded file is not an image" in capsys.readouterr().err
 
 
+def test_cli_refuses_an_empty_image_file_instead_of_a_text_only_chat(tmp_path, capsys):
+    for value in ("", "  "):
+        assert cli.main(["--model-path", str(tmp_path), "--image-file", value, "--device", "cpu"]) == 2
+        assert capsys.readouterr().err == ("error: --image-file is empty: give an image file or URL, or leave the "
+                                           "flag out for a text-only chat\n")
+
+
+def test_without_image_file_the_chat_is_text_only(chat_model):
+    import io
+
+    args = cli.build_parser().parse_args(["--model-path", "x", "--temperature", "0", "--max-new-tokens", "3"])
+    assert args.image_file is None
+    messages, out, err = iter(["Hello", ""]), io.StringIO(), io.StringIO()
+    assert cli.chat_loop(chat_model, None, args, read=lambda _: next(messages), out=out, err=err) == 1
+    assert "visual tokens: 0" in err.getvalue() and out.getvalue().rstrip().endswith("exit...")
+
+
 def test_cli_downloads_an_image_url_or_says_why_it_cannot(tiny_checkpoint, image_file, tmp_path, capsys):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with serve_folder(image_file.parent) as url:

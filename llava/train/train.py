@@ -105,6 +105,29 @@ def check_quantization_fits(training_args: TrainingArguments) -> None:
             f"allow. Use --deepspeed ./scripts/zero2.json, as upstream's finetune_qlora.sh does")
 
 
+def check_stage_flags(model_args: ModelArguments, training_args: TrainingArguments) -> None:
+    """Refuses stage-1 flags under which nothing, or not what was asked for, would train, before
+    anything is read or loaded.
+
+    Raises:
+        ValueError: names the flags that contradict each other.
+    """
+    if not model_args.tune_mm_mlp_adapter:
+        return
+    if not model_args.vision_tower:
+        # No tower, no projector: the whole LLM would train and an empty projector file be saved.
+        raise ValueError("--tune_mm_mlp_adapter True trains only the projector, and there is none without "
+                         "--vision_tower: pass --vision_tower, or leave --tune_mm_mlp_adapter False to train the LLM")
+    if training_args.freeze_mm_mlp_adapter:
+        raise ValueError("--tune_mm_mlp_adapter True trains only the projector and --freeze_mm_mlp_adapter True "
+                         "freezes it: nothing would train. Pass one of the two")
+    if training_args.lora_enable:
+        # Upstream also freezes everything but the projector here and saves the projector only.
+        raise ValueError("--tune_mm_mlp_adapter True trains only the projector, so the LoRA adapters of "
+                         "--lora_enable True would stay frozen and not be saved: drop --lora_enable for stage 1, "
+                         "or --tune_mm_mlp_adapter for a LoRA fine-tune")
+
+
 def _init_distributed(training_args: TrainingArguments) -> None:
     """ZeRO-3 partitions weights while the model is built, so the process group must exist first
     (gloo on CPU, nccl on CUDA)."""
@@ -460,6 +483,7 @@ def train(attn_implementation: str | None = None, *, argv: list[str] | None = No
     """
     model_args, data_args, training_args = parse_arguments(argv)
     _setup_logging(training_args)
+    check_stage_flags(model_args, training_args)
     check_quantization_fits(training_args)
     _init_distributed(training_args)
     conv = conversation_template(model_args.version)

@@ -64,8 +64,11 @@ def test_recipes_exist():
 
 @pytest.mark.parametrize("script", training_recipes(), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_recipe_argument_parses(script):
+    from llava.train.train import check_stage_flags
+
     argv = recipe_arguments(script)
     model_args, data_args, training_args = build_offline(argv)
+    check_stage_flags(model_args, training_args)  # what train() checks before reading anything
     assert model_args.mm_vision_select_layer == -2 and not model_args.mm_use_im_start_end
     assert training_args.model_max_length == 2048 and training_args.activation_checkpointing
     assert training_args.warmup_steps == pytest.approx(0.03)  # --warmup_ratio 0.03
@@ -169,6 +172,27 @@ def test_qlora_under_zero3_is_refused_before_anything_loads(tmp_path, bits):
     finally:
         unset_hf_deepspeed_config()  # the arguments registered ZeRO-3 for this process
     assert not is_deepspeed_zero3_enabled()
+
+
+@pytest.mark.parametrize("flags, match", [
+    ([], r"--tune_mm_mlp_adapter True trains only the projector, and there is none without --vision_tower"),
+    (["--vision_tower", "tower", "--freeze_mm_mlp_adapter", "True"],
+     r"--tune_mm_mlp_adapter True trains only the projector and --freeze_mm_mlp_adapter True freezes it: nothing "
+     r"would train"),
+    (["--vision_tower", "tower", "--lora_enable", "True"],
+     r"LoRA adapters of --lora_enable True would stay frozen and not be saved: drop --lora_enable for stage 1"),
+])
+def test_contradictory_stage1_flags_are_refused_before_anything_loads(tmp_path, flags, match):
+    """Before: the whole LLM trained and an empty projector file was saved (no tower), autograd failed
+    at the first step (projector frozen), or LoRA adapters were added, frozen and dropped. Neither the
+    model nor the data exists here: the flags are checked first."""
+    from llava.train.train import train
+
+    with pytest.raises(ValueError, match=match):
+        train(argv=["--model_name_or_path", str(tmp_path / "no-llm"), "--data_path", str(tmp_path / "no.json"),
+                    "--output_dir", str(tmp_path / "out"), "--tune_mm_mlp_adapter", "True", *flags,
+                    "--use_cpu", "True", "--report_to", "none"])
+    assert not (tmp_path / "out").exists()
 
 
 def test_unknown_argument_is_an_error(tmp_path):

@@ -8,6 +8,8 @@ end up in the model config (``mm_*``, ``scale_factor``, ...) are declared with t
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 
 import transformers
@@ -63,6 +65,9 @@ class DataArguments:
         if self.image_aspect_ratio not in ("square", "pad"):
             raise ValueError(f"--image_aspect_ratio must be 'pad' or 'square' (LLaVA-1.5's two), got "
                              f"{self.image_aspect_ratio!r}")
+        if not 0 <= self.max_tokenization_mismatch_ratio <= 1:
+            raise ValueError(f"--max_tokenization_mismatch_ratio is a share of the samples, in [0, 1]; got "
+                             f"{self.max_tokenization_mismatch_ratio}")
 
 
 @dataclass
@@ -109,7 +114,51 @@ class TrainingArguments(transformers.TrainingArguments):
             raise ValueError(f"--quant_type must be nf4 or fp4, got {self.quant_type!r}")
         if self.lora_bias not in ("none", "all", "lora_only"):
             raise ValueError(f"--lora_bias must be none, all or lora_only, got {self.lora_bias!r}")
+        if self.lora_r < 1:
+            raise ValueError(f"--lora_r must be a positive rank, got {self.lora_r}")
+        if self.bits in (4, 8) and not self.lora_enable:
+            # transformers' Trainer refuses to train a quantized model without adapters (stage 1's
+            # projector alone included), after the model has loaded.
+            raise ValueError(f"--bits {self.bits} loads the LLM quantized, which trains only through LoRA adapters: "
+                             f"add --lora_enable True (QLoRA), or leave --bits at 16")
+        if self.model_max_length < 1:
+            raise ValueError(f"--model_max_length must be a positive number of tokens, got {self.model_max_length}")
+        check_deepspeed_file(self.deepspeed)
         super().__post_init__()
+
+
+def check_deepspeed_file(deepspeed) -> None:
+    """Names the file when ``--deepspeed`` is not a readable JSON file; accelerate's errors do not.
+
+    A dict, or a string that is no file name (accelerate also takes the config as a JSON or
+    base64 string), is left to accelerate.
+
+    Raises:
+        FileNotFoundError: a ``.json`` path that does not exist.
+        ValueError: a directory, text that is not UTF-8, invalid JSON (line and column), or JSON
+            that is not an object.
+    """
+    if not isinstance(deepspeed, str):
+        return
+    if os.path.isdir(deepspeed):
+        raise ValueError(f"--deepspeed {deepspeed} is a directory; pass a DeepSpeed config file in it, such as "
+                         f"./scripts/zero2.json")
+    if not os.path.isfile(deepspeed):
+        if deepspeed.endswith(".json"):
+            raise FileNotFoundError(f"--deepspeed config file not found: {deepspeed}")
+        return
+    with open(deepspeed, "rb") as f:
+        raw = f.read()
+    try:
+        config = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"Cannot read --deepspeed {deepspeed}: not UTF-8 text at byte {err.start}") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"Cannot read --deepspeed {deepspeed}: invalid JSON at line {err.lineno}, column "
+                         f"{err.colno}: {err.msg}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"Cannot read --deepspeed {deepspeed}: expected a JSON object, got a JSON "
+                         f"{type(config).__name__}")
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, TrainingArguments)

@@ -10,7 +10,8 @@ Launch as upstream does (``scripts/v1_5/*.sh``)::
 
 What happens, in order:
 
-1. arguments (:mod:`llava.train.arguments`); under ZeRO-3 the process group starts first;
+1. arguments (:mod:`llava.train.arguments`), flag combinations and the LLM and tower paths are
+   checked; under ZeRO-3 the process group starts first;
 2. the data file is checked (every bad sample reported at once, see :mod:`llava.data.validation`);
 3. the base LLM loads as ``LlavaLlamaForCausalLM`` (optionally 4/8-bit, optionally with LoRA),
    the vision tower and projector are built and every ``mm_*`` setting goes into its config;
@@ -39,7 +40,8 @@ from llava.data.preprocess import conv_mode_for_version, conversation_template
 from llava.data.validation import DataCheckReport, check_data_file, enforce_report, has_image
 from llava.model import LlavaConfig, LlavaLlamaForCausalLM
 from llava.model import weights
-from llava.model.builder import UNQUANTIZED_MODULES, llava_config_from_dict, load_unmatched_projector
+from llava.model.builder import UNQUANTIZED_MODULES, llava_config_from_dict, load_unmatched_projector, resolve_local
+from llava.model.multimodal_encoder.clip_encoder import load_vision_config
 from llava.train.arguments import DataArguments, ModelArguments, TrainingArguments, parse_arguments
 from llava.train.llava_trainer import LLaVATrainer, unwrap_llava
 from llava.utils import end_process
@@ -126,6 +128,23 @@ def check_stage_flags(model_args: ModelArguments, training_args: TrainingArgumen
         raise ValueError("--tune_mm_mlp_adapter True trains only the projector, so the LoRA adapters of "
                          "--lora_enable True would stay frozen and not be saved: drop --lora_enable for stage 1, "
                          "or --tune_mm_mlp_adapter for a LoRA fine-tune")
+
+
+def check_model_paths(model_args: ModelArguments, training_args: TrainingArguments) -> None:
+    """Finds the LLM and the vision tower before the data check and the model load, so that a wrong
+    path stops the run at once. Nothing is downloaded, as for the vision tower and at inference.
+
+    Raises:
+        FileNotFoundError: ``--model_name_or_path`` is neither a folder with a ``config.json`` nor a
+            hub id in the local cache (or ``--vision_tower`` is neither), naming the flag.
+    """
+    path = model_args.model_name_or_path
+    folder = resolve_local(path, "--model_name_or_path", cache_dir=training_args.cache_dir)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(f"--model_name_or_path {path} has no config.json: pass the folder of a base LLM or "
+                                f"of a LLaVA checkpoint")
+    if model_args.vision_tower:
+        load_vision_config(model_args.vision_tower)
 
 
 def _init_distributed(training_args: TrainingArguments) -> None:
@@ -485,6 +504,7 @@ def train(attn_implementation: str | None = None, *, argv: list[str] | None = No
     _setup_logging(training_args)
     check_stage_flags(model_args, training_args)
     check_quantization_fits(training_args)
+    check_model_paths(model_args, training_args)
     _init_distributed(training_args)
     conv = conversation_template(model_args.version)
     samples, data_report = check_data(data_args, model_args, training_args, conv)

@@ -30,6 +30,14 @@ def make_base_llm(folder: Path, tokenizer_dir: str, seed: int = 0) -> str:
     return str(folder)
 
 
+def config_only_llm(folder: Path) -> str:
+    """A folder with a config.json and nothing else: it passes the model path check but cannot load,
+    so a test that trains on it shows that its error came before the model load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def train_tower(tmp_path_factory) -> str:
     return make_tower(tmp_path_factory.mktemp("train_tower"), **TOWER_WIDTH)

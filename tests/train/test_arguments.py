@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from llava.train.arguments import ARGUMENT_CLASSES, TrainingArguments, make_parser, parse_arguments
+from tests.train.conftest import config_only_llm
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_ENTRY = re.compile(r"(llava/train/train(?:_mem)?\.py|-m\s+llava\.train\.train(?:_mem)?)")
@@ -148,10 +149,63 @@ def test_aliases_and_upstream_defaults(tmp_path):
     (["--warmup_ratio", "0.1", "--warmup_steps", "5"], "not both"),
     (["--lora_bias", "some"], "lora_bias"),
     (["--image_aspect_ratio", "padd"], r"--image_aspect_ratio must be 'pad' or 'square' .*got 'padd'"),
+    (["--model_max_length", "0"], r"--model_max_length must be a positive number of tokens, got 0"),
+    (["--max_tokenization_mismatch_ratio", "-1"], r"--max_tokenization_mismatch_ratio .* in \[0, 1\]; got -1"),
+    (["--max_tokenization_mismatch_ratio", "1.5"], r"--max_tokenization_mismatch_ratio .* in \[0, 1\]; got 1.5"),
+    (["--lora_enable", "True", "--lora_r", "0"], r"--lora_r must be a positive rank, got 0"),
+    (["--bits", "4"], r"--bits 4 loads the LLM quantized, which trains only through LoRA adapters: add "
+                      r"--lora_enable True"),
+    (["--bits", "8", "--tune_mm_mlp_adapter", "True"], r"--bits 8 loads the LLM quantized"),
 ])
 def test_invalid_values_are_named(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         parse_arguments(["--output_dir", str(tmp_path), "--use_cpu", "True", "--report_to", "none", *bad])
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{"zero_optimization": {"stage": 2,}', r"Cannot read --deepspeed .*ds\.json: invalid JSON at line 1, column 35: "
+                                            r"Expecting property name"),
+    ("[1, 2]", r"Cannot read --deepspeed .*ds\.json: expected a JSON object, got a JSON list"),
+    (None, r"--deepspeed .*ds\.json is a directory; pass a DeepSpeed config file in it"),
+])
+def test_unreadable_deepspeed_config_is_named_with_its_position(tmp_path, content, match):
+    """Before: a JSONDecodeError without the file's name, or accelerate's IsADirectoryError."""
+    config = tmp_path / "ds.json"
+    if content is None:
+        config.mkdir()
+    else:
+        config.write_text(content)
+    with pytest.raises(ValueError, match=match):
+        parse_arguments(["--output_dir", str(tmp_path), "--use_cpu", "True", "--report_to", "none",
+                         "--deepspeed", str(config)])
+    with pytest.raises(FileNotFoundError, match=r"--deepspeed config file not found: .*zero9\.json"):
+        parse_arguments(["--output_dir", str(tmp_path), "--deepspeed", str(tmp_path / "zero9.json")])
+
+
+def test_model_paths_are_found_before_the_data_is_read(tmp_path, train_tower):
+    """A wrong LLM or tower path stops the run at once (the data file does not exist here), and
+    nothing is downloaded; before, the LLM's came from the hub client after the data check."""
+    from llava.train.train import train
+
+    def run(model, tower=None):
+        train(argv=["--model_name_or_path", model, "--data_path", str(tmp_path / "no.json"), "--output_dir",
+                    str(tmp_path / "out"), "--use_cpu", "True", "--report_to", "none",
+                    *(["--vision_tower", tower] if tower else [])])
+
+    with pytest.raises(FileNotFoundError, match=r"--model_name_or_path /nonexistent/llm is not a local folder "
+                                                r"\(nothing is downloaded\)"):
+        run("/nonexistent/llm")
+    with pytest.raises(FileNotFoundError, match=r"--model_name_or_path no-such-org/no-llm is not a local folder, and "
+                                                r"the Hugging Face cache has no copy .*`hf download no-such-org/no-llm`"):
+        run("no-such-org/no-llm")
+    with pytest.raises(FileNotFoundError, match=r"--model_name_or_path .* has no config.json"):
+        run(str(tmp_path))
+    llm = config_only_llm(tmp_path / "llm")
+    with pytest.raises(FileNotFoundError, match=r"Vision tower '.*no-tower' is neither a local folder with a "
+                                                r"config.json nor in the local Hugging Face cache"):
+        run(llm, str(tmp_path / "no-tower"))
+    with pytest.raises(FileNotFoundError, match=r"Data file not found: .*no\.json"):
+        run(llm, train_tower)
 
 
 @pytest.mark.parametrize("bits", ["4", "8"])

@@ -17,7 +17,7 @@ from llava.model.builder import load_pretrained_model
 from llava.data.dataset import SampleTooLongError
 from llava.train.train import train
 from tests.conftest import released_projector_state
-from tests.train.conftest import common_args, make_base_llm, write_json
+from tests.train.conftest import common_args, config_only_llm, make_base_llm, write_json
 
 PROMPTS = {"v1": "USER: <image>\nWhat color is the object? ASSISTANT:",
            "chatml": "<|im_start|>user\n<image>\nWhat color is the object?<|im_end|>\n<|im_start|>assistant\n"}
@@ -404,7 +404,8 @@ def test_bad_samples_stop_the_run_before_the_model_loads(tmp_path, llama_base, t
     data = write_json(tmp_path / "bad.json", samples)
     out = tmp_path / "out"
     with pytest.raises(ValueError) as err:
-        train(argv=common_args(out, "/nonexistent-llm", train_tower, data, tiny_data["image_folder"], version="v1"))
+        train(argv=common_args(out, config_only_llm(tmp_path / "llm"), train_tower, data, tiny_data["image_folder"],
+                               version="v1"))
     message = str(err.value)
     assert f"sample {samples[1]['id']!r} (index 1)" in message and "does-not-exist.png" in message
     assert "sample 'no-conversations' (index 2)" in message and "--skip_bad_samples" in message
@@ -512,7 +513,8 @@ def test_invalid_json_names_file_and_position(tmp_path, train_tower):
     data = tmp_path / "broken.json"
     data.write_text('[{"id": "a", "conversations": [}]')
     with pytest.raises(ValueError, match=r"broken\.json: invalid JSON at line 1, column 32"):
-        train(argv=common_args(tmp_path / "out", "/nonexistent-llm", train_tower, str(data), str(tmp_path)))
+        train(argv=common_args(tmp_path / "out", config_only_llm(tmp_path / "llm"), train_tower, str(data),
+                               str(tmp_path)))
 
 
 @pytest.fixture(scope="module")

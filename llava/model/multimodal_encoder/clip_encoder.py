@@ -69,8 +69,8 @@ def load_vision_config(name_or_path: str) -> CLIPVisionConfig:
     except OSError as err:
         raise FileNotFoundError(
             f"Vision tower {name_or_path!r} is neither a local folder with a config.json nor in the "
-            f"local Hugging Face cache (nothing is downloaded). Point mm_vision_tower at a local copy. "
-            f"Original error: {err}"
+            f"local Hugging Face cache (nothing is downloaded). Point mm_vision_tower (--vision_tower in "
+            f"training) at a local copy. Original error: {err}"
         ) from err
 
 

@@ -21,6 +21,7 @@ after truncating its answer, tokenization mismatches) live in :mod:`llava.data.d
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
@@ -148,6 +149,7 @@ def _is_jsonl(path: Path, text: str) -> bool:
 
 def load_records(data_path: str | os.PathLike) -> tuple[list[tuple[int, int | None, Any]], list[BadSample]]:
     """Reads a LLaVA data file: a JSON list, or JSONL (``.jsonl``, or any file not starting with ``[``).
+    A UTF-8 byte order mark (Windows editors, PowerShell) is skipped.
 
     Returns:
         (records, bad): records are ``(index, line or None, parsed object)``; bad holds the
@@ -155,18 +157,30 @@ def load_records(data_path: str | os.PathLike) -> tuple[list[tuple[int, int | No
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: not UTF-8, or a JSON list that does not parse (naming line and column), or
-            JSON that is not a list.
+            JSON that is not a list, or a ``.jsonl`` file that holds a JSON list.
     """
     path = Path(data_path)
     if not path.is_file():
         raise FileNotFoundError(f"Data file not found: {path}")
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ValueError(f"Cannot read {path}: not UTF-8 text at byte {err.start}: {err.reason}") from err
+        offset = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0  # err.start counts after the BOM
+        raise ValueError(f"Cannot read {path}: not UTF-8 text at byte {err.start + offset}: {err.reason}") from err
     records: list[tuple[int, int | None, Any]] = []
     bad: list[BadSample] = []
     if _is_jsonl(path, text):
+        if text.lstrip().startswith("["):
+            # Refused rather than read as a list: the name says one sample per line, and other readers
+            # of the file go by it. Read by lines, each line of a list was reported as a bad sample.
+            try:
+                whole = json.loads(text)
+            except json.JSONDecodeError:
+                whole = None  # not one JSON list: read line by line below
+            if isinstance(whole, list):
+                raise ValueError(f"Cannot read {path}: this .jsonl file holds a JSON list ({len(whole)} samples), "
+                                 f"not one sample per line; rename it to .json, or write one sample per line")
         index = 0
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -247,6 +261,8 @@ def _structure_problem(obj: Any, plain: bool) -> tuple[str, str] | None:
 
 
 def _image_problem(path: str, open_files: bool) -> tuple[str, str] | None:
+    if os.path.isdir(path):
+        return "missing_image", f"image path is a directory, not a file: {path}"
     if not os.path.isfile(path):
         return "missing_image", f"image file not found: {path}"
     if not open_files:

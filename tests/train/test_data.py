@@ -17,7 +17,7 @@ from llava.data.collator import DataCollatorForSupervisedDataset
 from llava.data.dataset import LazySupervisedDataset, SampleTooLongError, check_tokenization
 from llava.data.preprocess import conv_mode_for_version, conversation_template, preprocess, preprocess_multimodal
 from llava.data.sampler import LengthGroupedSampler, get_length_grouped_indices, get_modality_length_grouped_indices
-from llava.data.validation import check_data_file, enforce_report
+from llava.data.validation import check_data_file, enforce_report, load_records
 from llava.mm_utils import tokenizer_image_token
 
 TURNS = [
@@ -361,6 +361,50 @@ def test_jsonl_bad_line_is_a_bad_sample_with_its_line(tmp_path):
     assert [s["id"] for _, s in good] == ["a", "c"]
     (bad,) = report.bad
     assert bad.reason == "invalid_json" and bad.line == 3 and "line 3, column" in bad.describe()
+
+
+@pytest.mark.parametrize("name", ["data.jsonl", "data.json", "data"])
+def test_a_byte_order_mark_is_skipped(tmp_path, name):
+    """Windows editors and PowerShell write one: before, a JSONL file's first sample was reported as
+    invalid JSON (and dropped with --skip_bad_samples), a JSON list failed to parse, and a list in a
+    file without extension was read as JSONL."""
+    samples = [_good("a"), _good("b")]
+    jsonl = name.endswith(".jsonl")
+    text = "".join(json.dumps(s) + "\n" for s in samples) if jsonl else json.dumps(samples, indent=1)
+    path = tmp_path / name
+    path.write_text("\ufeff" + text, encoding="utf-8")
+    good, report = check_data_file(path, None)
+    assert [s["id"] for _, s in good] == ["a", "b"] and not report.bad and report.num_samples == 2
+    if jsonl:
+        assert [line for _, line, _ in load_records(path)[0]] == [1, 2]  # lines as an editor counts them
+    path.write_bytes(b"\xef\xbb\xbf[\xff]")
+    with pytest.raises(ValueError, match=r"Cannot read .*: not UTF-8 text at byte 4"):
+        check_data_file(path, None)
+
+
+@pytest.mark.parametrize("indent", [1, None])
+def test_a_json_list_saved_as_jsonl_is_named(tmp_path, indent):
+    """Before: read by lines, a pretty-printed list of 2 samples was 28 bad samples."""
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps([_good("a"), _good("b")], indent=indent) + "\n")
+    with pytest.raises(ValueError, match=r"data\.jsonl: this \.jsonl file holds a JSON list \(2 samples\), not one "
+                                         r"sample per line; rename it to \.json"):
+        check_data_file(path, None)
+    path.write_text("[1, 2]\n[3]\n")  # lines that are lists, not one list: bad samples, as before
+    _, report = check_data_file(path, None)
+    assert [(b.line, b.reason) for b in report.bad] == [(1, "not_an_object"), (2, "not_an_object")]
+
+
+@pytest.mark.parametrize("check_images", [True, False])
+def test_an_image_path_that_is_a_directory_says_so(tmp_path, image_folder, check_images):
+    (image_folder / "album").mkdir()
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([_good("folder", "album"), _good("fine", "ok.png")]))
+    good, report = check_data_file(path, str(image_folder), check_images=check_images)
+    assert [s["id"] for _, s in good] == ["fine"]
+    [bad] = report.bad
+    assert bad.reason == "missing_image"
+    assert bad.describe() == f"sample 'folder' (index 0): image path is a directory, not a file: {image_folder / 'album'}"
 
 
 def test_plain_template_needs_image_and_caption(tmp_path, image_folder):

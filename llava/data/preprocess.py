@@ -20,7 +20,6 @@ it and reports it, never hides it.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from llava.constants import (
@@ -31,8 +30,6 @@ from llava.constants import (
     IMAGE_TOKEN_INDEX,
 )
 from llava.conversation import Conversation, SeparatorStyle, conv_templates
-
-logger = logging.getLogger(__name__)
 
 # Templates whose prompt for the first k messages is a prefix of the prompt for all of them.
 INCREMENTAL_STYLES = (SeparatorStyle.SINGLE, SeparatorStyle.TWO, SeparatorStyle.MPT, SeparatorStyle.CHATML)
@@ -58,15 +55,18 @@ class Tokenized:
 
 
 def conversation_template(version: str) -> Conversation:
-    """The template for ``--version`` (upstream: a name in ``conv_templates``; unknown -> vicuna_v1).
+    """The template for ``--version``: a name in ``conv_templates`` (upstream's names, ``v1``,
+    ``plain``, ``mpt``, ... included).
 
     Raises:
-        ValueError: the template cannot be used for training (it is not incremental).
+        ValueError: no template has that name, or the template cannot be used for training (it is
+            not incremental).
     """
     if version not in conv_templates:
-        logger.warning("--version %r names no conversation template; training with vicuna_v1, as upstream does. "
-                       "Known: %s", version, ", ".join(sorted(conv_templates)))
-    conv = conv_templates.get(version, conv_templates["vicuna_v1"])
+        # Differs from upstream on purpose: upstream trains an unknown name (a typo) with vicuna_v1.
+        raise ValueError(f"--version {version!r} names no conversation template; known: "
+                         f"{', '.join(sorted(conv_templates))}")
+    conv = conv_templates[version]
     if conv.sep_style != SeparatorStyle.PLAIN and conv.sep_style not in INCREMENTAL_STYLES:
         raise ValueError(f"--version {version!r} ({conv.sep_style.name} separators) is not supported for training; "
                          f"use plain, v1 (vicuna_v1) or chatml")
@@ -75,8 +75,12 @@ def conversation_template(version: str) -> Conversation:
 
 def conv_mode_for_version(version: str) -> str | None:
     """The ``conv_mode`` recorded in the config for inference: ``v1`` -> ``vicuna_v1``; ``plain``
-    (a pretraining format, not a chat template) -> ``None`` (keep whatever is there)."""
-    conv = conv_templates.get(version, conv_templates["vicuna_v1"])  # the template training falls back to
+    (a pretraining format, not a chat template) -> ``None`` (keep whatever is there).
+
+    Raises:
+        ValueError: as :func:`conversation_template`.
+    """
+    conv = conversation_template(version)
     if conv.sep_style == SeparatorStyle.PLAIN:
         return None
     if conv is conv_templates["vicuna_v1"]:

@@ -504,9 +504,9 @@ def train(attn_implementation: str | None = None, *, argv: list[str] | None = No
     _setup_logging(training_args)
     check_stage_flags(model_args, training_args)
     check_quantization_fits(training_args)
+    conv = conversation_template(model_args.version)
     check_model_paths(model_args, training_args)
     _init_distributed(training_args)
-    conv = conversation_template(model_args.version)
     samples, data_report = check_data(data_args, model_args, training_args, conv)
     # The new projector's initial weights come from the global RNG: seed it before building.
     transformers.set_seed(training_args.seed)

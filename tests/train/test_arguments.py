@@ -182,6 +182,16 @@ def test_unreadable_deepspeed_config_is_named_with_its_position(tmp_path, conten
         parse_arguments(["--output_dir", str(tmp_path), "--deepspeed", str(tmp_path / "zero9.json")])
 
 
+def test_unknown_version_is_refused_before_anything_loads(tmp_path):
+    """Before: a typo trained with vicuna_v1 and was recorded as its conv_mode."""
+    from llava.train.train import train
+
+    with pytest.raises(ValueError, match=r"--version 'plian' names no conversation template; known: chatml, "):
+        train(argv=["--model_name_or_path", str(tmp_path / "no-llm"), "--data_path", str(tmp_path / "no.json"),
+                    "--output_dir", str(tmp_path / "out"), "--version", "plian", "--use_cpu", "True",
+                    "--report_to", "none"])
+
+
 def test_model_paths_are_found_before_the_data_is_read(tmp_path, train_tower):
     """A wrong LLM or tower path stops the run at once (the data file does not exist here), and
     nothing is downloaded; before, the LLM's came from the hub client after the data check."""

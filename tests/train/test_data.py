@@ -88,12 +88,20 @@ def test_conv_mode_recorded_for_inference():
         conversation_template("llama_2")
 
 
-def test_unknown_version_trains_with_vicuna_v1_and_says_so(caplog):
-    """Upstream falls back to vicuna_v1 without a word; here the fallback is logged and recorded."""
-    with caplog.at_level("WARNING", logger="llava.data.preprocess"):
-        assert conversation_template("vicuna-v1") is conversation_template("vicuna_v1")
-    assert "--version 'vicuna-v1' names no conversation template; training with vicuna_v1" in caplog.text
-    assert conv_mode_for_version("vicuna-v1") == "vicuna_v1"
+@pytest.mark.parametrize("version", ["plian", "vicuna-v1"])
+def test_unknown_version_is_an_error_listing_the_known_ones(version):
+    """Upstream (and this project before) trained a typo with vicuna_v1 and recorded that template."""
+    known = r"known: chatml, chatml_direct, default, .*, mpt, plain, v0, .*, v1, v1_mmtag, vicuna_v1$"
+    with pytest.raises(ValueError, match=rf"^--version '{version}' names no conversation template; {known}"):
+        conversation_template(version)
+    with pytest.raises(ValueError, match=rf"^--version '{version}' names no conversation template"):
+        conv_mode_for_version(version)
+
+
+@pytest.mark.parametrize("version, template", [("v1", "vicuna_v1"), ("llava_v1", "llava_v1"), ("plain", "plain"),
+                                               ("v0_plain", "plain"), ("mpt", "mpt"), ("v0", "v0")])
+def test_upstream_version_names_pick_their_templates(version, template):
+    assert conversation_template(version) is conv_templates[template]
 
 
 def test_tokenization_mismatch_is_reported_not_hidden(llama_tokenizer_dir):

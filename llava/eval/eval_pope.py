@@ -115,18 +115,37 @@ def score_pope(annotation_dir: str, question_file: str, result_file: str) -> dic
         the answered questions of each category.
 
     Raises:
+        FileNotFoundError: ``annotation_dir`` is not a folder.
         ValueError: the answer file has ids not in the question file, a label file name is not
-            ``coco_pope_*.json``, or a category in the annotation dir has no questions.
+            ``coco_pope_*.json``, the folder has no label file, a question has no ``category`` or
+            its category no label file, or a category in the annotation dir has no questions.
     """
     questions = load_jsonl(question_file)
     index_by_id(questions, question_file)
     answers = load_answers(result_file)
     coverage = check_coverage(answers, [q["question_id"] for q in questions], result_file, question_file)
 
+    if not os.path.isdir(annotation_dir):
+        raise FileNotFoundError(f"POPE annotation folder not found: {annotation_dir!r}")
     label_files = sorted(os.listdir(annotation_dir))
     bad = [f for f in label_files if not (f.startswith(_PREFIX) and f.endswith(_SUFFIX))]
     if bad:
         raise ValueError(f"{annotation_dir}: expected only {_PREFIX}<category>{_SUFFIX} files, found {format_ids(bad)}")
+    if not label_files:
+        raise ValueError(f"{annotation_dir}: no {_PREFIX}<category>{_SUFFIX} label files")
+    # Upstream scores only the categories that have a label file, so the questions of a missing
+    # one vanish from the scores; here every question must have its split's labels.
+    no_category = [q["question_id"] for q in questions if "category" not in q]
+    if no_category:
+        raise ValueError(f"{question_file}: {len(no_category)} question(s) have no 'category' (question_id "
+                         f"{format_ids(no_category, 5)}); POPE needs it to find their labels")
+    labelled = {name[len(_PREFIX):-len(_SUFFIX)] for name in label_files}
+    unlabelled = sorted({str(q["category"]) for q in questions} - labelled)
+    if unlabelled:
+        raise ValueError(f"{question_file}: no label file for question category "
+                         + "; ".join(f"{c!r} ({sum(str(q['category']) == c for q in questions)} questions): "
+                                     f"expected {os.path.join(annotation_dir, _PREFIX + c + _SUFFIX)}"
+                                     for c in unlabelled))
 
     categories = {}
     for name in label_files:

@@ -2,6 +2,7 @@ import pytest
 
 from llava.eval import eval_pope
 from llava.eval.eval_pope import parse_yes_no, pope_metrics, score_pope
+from llava.eval.io_utils import load_jsonl
 
 from .conftest import answer
 
@@ -94,4 +95,26 @@ def test_unknown_answer_ids_are_named(tmp_path, jsonl):
     ann_dir, qfile = _pope_files(tmp_path, jsonl)
     results = jsonl(tmp_path / "answers.jsonl", [answer(1, "yes"), answer(99, "no")])
     with pytest.raises(ValueError, match="not in .*llava_pope_test.jsonl: '99'"):
+        score_pope(str(ann_dir), str(qfile), str(results))
+
+
+def test_category_without_label_file_is_an_error(tmp_path, jsonl):
+    ann_dir, qfile = _pope_files(tmp_path, jsonl)
+    results = jsonl(tmp_path / "answers.jsonl", [answer(i + 1, "yes") for i in range(7)])
+    (ann_dir / "coco_pope_random.json").unlink()
+    with pytest.raises(ValueError, match=r"no label file for question category 'random' \(3 questions\): "
+                                         r"expected .*coco[/\\]coco_pope_random\.json"):
+        score_pope(str(ann_dir), str(qfile), str(results))
+    (ann_dir / "coco_pope_adversarial.json").unlink()
+    with pytest.raises(ValueError, match=r"coco: no coco_pope_<category>\.json label files"):
+        score_pope(str(ann_dir), str(qfile), str(results))
+
+
+def test_question_without_category_is_an_error(tmp_path, jsonl):
+    ann_dir, qfile = _pope_files(tmp_path, jsonl)
+    questions = [{k: v for k, v in q.items() if not (k == "category" and q["question_id"] == 5)}
+                 for q in load_jsonl(qfile)]
+    jsonl(qfile, questions)
+    results = jsonl(tmp_path / "answers.jsonl", [answer(i + 1, "yes") for i in range(7)])
+    with pytest.raises(ValueError, match=r"1 question\(s\) have no 'category' \(question_id 5\)"):
         score_pope(str(ann_dir), str(qfile), str(results))

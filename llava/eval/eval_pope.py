@@ -6,8 +6,8 @@
         --result-file ./playground/data/eval/pope/answers/llava-v1.5-13b.jsonl
 
 The annotation dir holds ``coco_pope_<category>.json`` (jsonl despite the name: ``{"question_id",
-"image", "text", "label": "yes"|"no"}``), one per split (adversarial, popular, random). The
-question file gives each LLaVA question its ``category``.
+"image", "text", "label": "yes"|"no"}``, the label in any case), one per split (adversarial, popular,
+random). The question file gives each LLaVA question its ``category``.
 
 Upstream pairs a category's answers with its labels by position, which silently misaligns a
 partial answer file. Here each question is matched to its label by ``(image, question text)``;
@@ -21,6 +21,7 @@ import argparse
 import os
 
 from llava.eval.io_utils import check_coverage, format_ids, id_key, index_by_id, load_answers, load_jsonl
+from llava.eval.io_utils import load_jsonl_lines
 
 _PREFIX, _SUFFIX = "coco_pope_", ".json"
 
@@ -78,6 +79,25 @@ def pope_metrics(preds: list[str], labels: list[str]) -> dict:
 
 def _first_line(text: str) -> str:
     return text.split("\n")[0].strip().lower()
+
+
+def load_labels(label_file: str) -> list[dict]:
+    """The rows of a ``coco_pope_<category>.json``, each ``label`` lower-cased to "yes" or "no".
+
+    Upstream reads any label other than ``no`` as "yes", so ``"No"`` counted as "yes"; POPE's
+    files use lower case, which scores the same either way.
+
+    Raises:
+        ValueError: a row without a yes/no ``label`` (names the file and line).
+    """
+    rows = []
+    for lineno, row in load_jsonl_lines(label_file):
+        label = row.get("label")
+        if not isinstance(label, str) or label.lower() not in ("yes", "no"):
+            found = f"got {label!r}" if "label" in row else f"no 'label' field; keys: {sorted(row)}"
+            raise ValueError(f"{label_file}:{lineno}: 'label' must be yes or no: {found}")
+        rows.append({**row, "label": label.lower()})
+    return rows
 
 
 def _labels_for_questions(questions: list[dict], label_rows: list[dict], label_file: str) -> tuple[list[str], bool]:
@@ -154,7 +174,7 @@ def score_pope(annotation_dir: str, question_file: str, result_file: str) -> dic
         cat_questions = [q for q in questions if q.get("category") == category]
         if not cat_questions:
             raise ValueError(f"{question_file}: no question has category {category!r} (from {label_file})")
-        labels, positional = _labels_for_questions(cat_questions, load_jsonl(label_file), label_file)
+        labels, positional = _labels_for_questions(cat_questions, load_labels(label_file), label_file)
         if positional:
             print(f"Note: {category}: question texts differ from {name}; labels matched by position")
         preds, gold, unanswered = [], [], []

@@ -118,3 +118,28 @@ def test_question_without_category_is_an_error(tmp_path, jsonl):
     results = jsonl(tmp_path / "answers.jsonl", [answer(i + 1, "yes") for i in range(7)])
     with pytest.raises(ValueError, match=r"1 question\(s\) have no 'category' \(question_id 5\)"):
         score_pope(str(ann_dir), str(qfile), str(results))
+
+
+def test_labels_in_any_case_score_as_lower_case(tmp_path, jsonl):
+    ann_dir, qfile = _pope_files(tmp_path, jsonl)
+    results = jsonl(tmp_path / "answers.jsonl", [answer(i + 1, t) for i, t in
+                                                 enumerate(["Yes", "No", "No", "No", "Yes", "Yes", "No"])])
+    lower = score_pope(str(ann_dir), str(qfile), str(results))
+    label_file = ann_dir / "coco_pope_random.json"
+    jsonl(label_file, [{**row, "label": row["label"].upper() if i else row["label"].capitalize()}
+                       for i, row in enumerate(load_jsonl(label_file))])
+    assert score_pope(str(ann_dir), str(qfile), str(results)) == lower
+    assert (lower["categories"]["random"]["TP"], lower["categories"]["random"]["TN"]) == (2, 1)
+
+
+@pytest.mark.parametrize("row, found", [({"label": "maybe"}, "got 'maybe'"), ({"label": None}, "got None"),
+                                        ({}, "no 'label' field; keys: \\['image', 'question_id', 'text'\\]")])
+def test_label_other_than_yes_or_no_names_file_and_line(tmp_path, jsonl, row, found):
+    ann_dir, qfile = _pope_files(tmp_path, jsonl)
+    results = jsonl(tmp_path / "answers.jsonl", [answer(1, "yes")])
+    label_file = ann_dir / "coco_pope_adversarial.json"
+    rows = load_jsonl(label_file)
+    rows[2] = {**{k: v for k, v in rows[2].items() if k != "label"}, **row}
+    jsonl(label_file, rows)
+    with pytest.raises(ValueError, match=rf"coco_pope_adversarial\.json:3: 'label' must be yes or no: {found}"):
+        score_pope(str(ann_dir), str(qfile), str(results))

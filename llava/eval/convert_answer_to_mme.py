@@ -5,7 +5,8 @@
 
 reads ``answers/<experiment>.jsonl`` and the ground truth in ``MME_Benchmark_release_version/``
 and writes ``eval_tool/answers/<experiment>/<category>.txt`` with one line per question:
-``image<TAB>question<TAB>ground truth<TAB>answer`` (MME's format). Paths are relative to
+``image<TAB>question<TAB>ground truth<TAB>answer`` (MME's format), removing the category files of
+an earlier conversion whose categories these answers lack. Paths are relative to
 ``--mme-dir`` (default: the current directory, as upstream, whose script lives in that
 folder). Score the result with :mod:`llava.eval.calculation_mme`.
 
@@ -22,6 +23,7 @@ import argparse
 import os
 from collections import defaultdict
 
+from llava.eval.calculation_mme import COGNITION, PERCEPTION
 from llava.eval.io_utils import Coverage, format_ids, load_jsonl
 
 SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
@@ -80,9 +82,12 @@ def _gt_question(gt: dict, category: str, stem: str, prompt: str) -> str | None:
 def convert_answers_to_mme(answers_file: str, data_path: str, result_dir: str) -> dict:
     """Write one ``<category>.txt`` per category into ``result_dir``.
 
+    MME category files in ``result_dir`` of categories these answers lack (left by an earlier
+    conversion) are removed, so that they are not scored with these answers.
+
     Returns:
-        ``{"categories": {category: number of lines}}`` plus coverage fields (answered vs
-        the ground-truth questions of the categories present in the answers).
+        ``{"categories": {category: number of lines}, "removed": [file name, ...]}`` plus coverage
+        fields (answered vs the ground-truth questions of the categories present in the answers).
 
     Raises:
         ValueError: bad jsonl lines, a question answered twice, or an answer whose question is
@@ -123,10 +128,17 @@ def convert_answers_to_mme(answers_file: str, data_path: str, result_dir: str) -
     for category, category_lines in lines.items():
         with open(os.path.join(result_dir, f"{category}.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(category_lines) + "\n")
+    # A category file of an earlier conversion that these answers no longer cover would be scored
+    # with the new ones; it is this converter's output, so it goes (other files stay).
+    owned = set(PERCEPTION + COGNITION) | {key[0] for key in gt}
+    removed = sorted(name for name in os.listdir(result_dir)
+                     if name.endswith(".txt") and name[: -len(".txt")] in owned - set(lines))
+    for name in removed:
+        os.remove(os.path.join(result_dir, name))
     expected = sorted(k for k in gt if k[0] in lines)
     unanswered = ["/".join(k[:2]) + f" {k[2]!r}" for k in expected if k not in seen]
     coverage = Coverage(answered=len(expected) - len(unanswered), total=len(expected), unanswered_ids=unanswered)
-    return {"categories": {c: len(v) for c, v in sorted(lines.items())}, **coverage.as_dict()}
+    return {"categories": {c: len(v) for c, v in sorted(lines.items())}, "removed": removed, **coverage.as_dict()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
     coverage = Coverage(result["answered"], result["total"], result["unanswered_ids"])
     print(f"{coverage.message()} (over the {len(result['categories'])} categories answered)")
     print(f"wrote {len(result['categories'])} category files to {result_dir}")
+    if result["removed"]:
+        print(f"removed {len(result['removed'])} category file(s) of an earlier conversion that these answers "
+              f"do not cover: {', '.join(result['removed'])}")
     return result
 
 

@@ -108,3 +108,20 @@ def test_mme_errors(tmp_path, jsonl):
     jsonl(tmp_path / "answers" / "unknown.jsonl", [answer("existence/000.jpg", "Yes", "Is there a cow?")])
     with pytest.raises(ValueError, match="not found in the MME ground truth.*'existence/000.jpg'"):
         convert_answer_to_mme.main(["--experiment", "unknown", "--mme-dir", str(tmp_path)])
+
+
+def test_reconversion_removes_category_files_these_answers_lack(tmp_path, jsonl, capsys):
+    _mme_tree(tmp_path)
+    jsonl(tmp_path / "answers" / "exp.jsonl", _answers())
+    convert_answer_to_mme.main(["--experiment", "exp", "--mme-dir", str(tmp_path)])
+    results_dir = tmp_path / "eval_tool" / "answers" / "exp"
+    (results_dir / "notes.txt").write_text("mine\n")
+    (results_dir / "count.txt").write_text("1.jpg\tq\tYes\tYes\n1.jpg\tq2\tNo\tNo\n")  # scored 200 if left
+    jsonl(tmp_path / "answers" / "exp.jsonl", _answers()[:4])  # a new run answers only existence
+    converted = convert_answer_to_mme.main(["--experiment", "exp", "--mme-dir", str(tmp_path)])
+    result = calculation_mme.main(["--results_dir", str(results_dir)])
+    assert (result["Perception"]["total"], result["Cognition"]["total"]) == (125.0, 0.0)
+    assert sorted(p.name for p in results_dir.iterdir()) == ["existence.txt", "notes.txt"]
+    assert converted["removed"] == ["code_reasoning.txt", "count.txt"]
+    assert "removed 2 category file(s) of an earlier conversion that these answers do not cover: " \
+           "code_reasoning.txt, count.txt" in capsys.readouterr().out

@@ -19,7 +19,7 @@ import os
 from collections import defaultdict
 
 from llava.eval.eval_gpt_review_bench import UNSCORED
-from llava.eval.io_utils import format_ids, id_key, load_jsonl
+from llava.eval.io_utils import format_ids, id_key, index_by_id, load_jsonl
 
 
 def summarize_file(path: str, ignore: set[str] = frozenset()) -> dict:
@@ -31,13 +31,16 @@ def summarize_file(path: str, ignore: set[str] = frozenset()) -> dict:
         ``{"categories": {name: {"relative", "reference", "model", "count"}}, "scored", "unscored_ids",
         "ignored"}``, ``all`` among the categories.
     Raises:
-        ValueError: a review without ``tuple`` or ``score`` (names the file and question id), or a
-            file with no scored review.
+        ValueError: a review without ``question_id``, a question id reviewed twice, a review without
+            a ``tuple`` or ``score`` pair of numbers (names the file and question id), or a file with
+            no scored review.
     """
     scores: dict[str, list[tuple[float, float]]] = defaultdict(list)
     unscored, ignored = [], 0
-    for review in load_jsonl(path):
-        qid = review.get("question_id")
+    reviews = load_jsonl(path)
+    index_by_id(reviews, path)  # a review appended twice would be averaged in twice
+    for review in reviews:
+        qid = review["question_id"]
         if id_key(qid) in ignore:
             ignored += 1
             continue
@@ -47,9 +50,14 @@ def summarize_file(path: str, ignore: set[str] = frozenset()) -> dict:
         if pair == UNSCORED:
             unscored.append(qid)
             continue
+        try:
+            pair = float(pair[0]), float(pair[1])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: review of question_id {qid!r} has a score pair that is not two numbers: "
+                             f"{pair!r}") from None
         if "category" in review:
-            scores[review["category"]].append((float(pair[0]), float(pair[1])))
-        scores["all"].append((float(pair[0]), float(pair[1])))
+            scores[review["category"]].append(pair)
+        scores["all"].append(pair)
     if not scores["all"]:
         raise ValueError(f"{path}: no scored review" + (f" ({len(unscored)} without a score pair)" if unscored else ""))
     categories = {}

@@ -193,3 +193,17 @@ def test_summary_selects_files_and_refuses_reviews_without_scores(tmp_path, caps
     unscored = write_jsonl(tmp_path / "unscored.jsonl", [{"question_id": 1, "tuple": [-1, -1]}])
     with pytest.raises(ValueError, match=r"no scored review \(1 without a score pair\)"):
         summarize_gpt_review.main(["-f", str(unscored)])
+
+
+def test_summary_refuses_repeated_reviews_and_scores_that_are_not_numbers(tmp_path):
+    rows = [{"question_id": 1, "category": "conv", "tuple": [8, 2]}, {"question_id": 2, "category": "conv",
+                                                                      "tuple": ["8", "8"]}]  # numbers as text: read
+    once = write_jsonl(tmp_path / "once.jsonl", rows)
+    assert summarize_gpt_review.main(["-f", str(once)])[str(once)]["categories"]["all"]["relative"] == 62.5
+    twice = write_jsonl(tmp_path / "twice.jsonl", rows + [rows[1]] * 2)
+    with pytest.raises(ValueError, match=rf"{twice}: 2 repeated question_id value\(s\): 2, 2"):
+        summarize_gpt_review.main(["-f", str(twice)])
+    text = write_jsonl(tmp_path / "text.jsonl", [rows[0], {"question_id": 3, "tuple": ["8", "n/a"]}])
+    with pytest.raises(ValueError, match=rf"{text}: review of question_id 3 has a score pair that is not two "
+                                         r"numbers: \['8', 'n/a'\]"):
+        summarize_gpt_review.main(["-f", str(text)])

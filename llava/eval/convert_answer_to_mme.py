@@ -24,7 +24,7 @@ import os
 from collections import defaultdict
 
 from llava.eval.calculation_mme import COGNITION, PERCEPTION
-from llava.eval.io_utils import Coverage, format_ids, load_jsonl
+from llava.eval.io_utils import Coverage, format_ids, load_answer_lines
 
 SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
 YES_NO_INSTRUCTION = "Please answer yes or no."
@@ -94,14 +94,10 @@ def convert_answers_to_mme(answers_file: str, data_path: str, result_dir: str) -
             not in the ground truth (names its question_id and the prompt).
     """
     gt = load_mme_ground_truth(data_path)
-    answers = load_jsonl(answers_file)
     lines = defaultdict(list)
     seen = set()
     unknown, repeated = [], []
-    for position, answer in enumerate(answers, start=1):
-        for key in ("question_id", "prompt", "text"):
-            if key not in answer:
-                raise ValueError(f"{answers_file}: answer {position} has no {key!r} field")
+    for _, answer in load_answer_lines(answers_file, strings=("prompt", "text")):
         qid = str(answer["question_id"])
         category = qid.split("/")[0]
         image = qid.split("/")[-1]

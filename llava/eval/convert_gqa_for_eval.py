@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from llava.eval.io_utils import index_by_id, load_jsonl, write_json
+from llava.eval.io_utils import index_by_id, load_answer_lines, write_json
 
 
 def gqa_prediction(text: str) -> str:
@@ -24,15 +24,11 @@ def convert_gqa(src: str, dst: str) -> list[dict]:
     """Convert ``src`` (answer jsonl) to ``dst``; returns the written list.
 
     Raises:
-        ValueError: a bad jsonl line, a missing ``text``, or repeated question ids.
+        ValueError: a bad jsonl line, a missing or non-string ``text``, or repeated question ids.
     """
-    answers = load_jsonl(src)
+    answers = [answer for _, answer in load_answer_lines(src)]
     index_by_id(answers, src)  # fail on repeated ids before writing anything
-    predictions = []
-    for position, answer in enumerate(answers, start=1):
-        if "text" not in answer:
-            raise ValueError(f"{src}: answer {position} has no 'text' field")
-        predictions.append({"questionId": answer["question_id"], "prediction": gqa_prediction(answer["text"])})
+    predictions = [{"questionId": a["question_id"], "prediction": gqa_prediction(a["text"])} for a in answers]
     write_json(predictions, dst)
     return predictions
 

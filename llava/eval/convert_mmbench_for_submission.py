@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from llava.eval.io_utils import check_coverage, id_key, load_jsonl
+from llava.eval.io_utils import check_coverage, id_key, load_answer_lines
 
 DROPPED_COLUMNS = ("hint", "category", "source", "image", "comment", "l2-category")
 OPTION_COLUMNS = ("A", "B", "C", "D", "E", "F")
@@ -30,10 +30,7 @@ def _first_round_answers(result_file: str) -> tuple[dict[str, dict], int]:
     """Answers keyed by question id, lowest ``round_id`` kept; also the number dropped."""
     kept: dict[str, dict] = {}
     dropped = 0
-    for position, answer in enumerate(load_jsonl(result_file), start=1):
-        for key in ("question_id", "text"):
-            if key not in answer:
-                raise ValueError(f"{result_file}: answer {position} has no {key!r} field")
+    for _, answer in load_answer_lines(result_file):
         k = id_key(answer["question_id"])
         if k in kept:
             dropped += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from llava.eval.io_utils import index_by_id, load_jsonl, write_json
+from llava.eval.io_utils import index_by_id, load_answer_lines, write_json
 
 
 def mmvet_key(question_id) -> str:
@@ -25,15 +25,11 @@ def convert_mmvet(src: str, dst: str) -> dict[str, str]:
     """Write ``{mmvet_key(question_id): text}`` to ``dst``; returns it.
 
     Raises:
-        ValueError: bad jsonl lines, repeated ids, or an answer without ``text``.
+        ValueError: bad jsonl lines, repeated ids, or an answer without a string ``text``.
     """
-    answers = load_jsonl(src)
+    answers = [answer for _, answer in load_answer_lines(src)]
     index_by_id(answers, src)
-    result = {}
-    for position, answer in enumerate(answers, start=1):
-        if "text" not in answer:
-            raise ValueError(f"{src}: answer {position} has no 'text' field")
-        result[mmvet_key(answer["question_id"])] = answer["text"]
+    result = {mmvet_key(answer["question_id"]): answer["text"] for answer in answers}
     write_json(result, dst, indent=2)
     return result
 

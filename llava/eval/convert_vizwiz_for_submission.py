@@ -28,7 +28,7 @@ def convert_vizwiz(annotation_file: str, result_file: str, result_upload_file: s
         ValueError: bad jsonl lines, unknown or repeated ids, or unanswered questions.
     """
     answers = load_answers(result_file)
-    questions = load_jsonl(annotation_file)
+    questions = load_jsonl(annotation_file, required=("question_id", "image"))
     coverage = check_coverage(answers, [q["question_id"] for q in questions], result_file, annotation_file)
     if coverage.unanswered:
         raise ValueError(

@@ -39,7 +39,7 @@ def convert_vqav2(src: str, test_split: str, dst: str) -> dict:
         ValueError: bad jsonl lines, repeated ids, or answers to questions not in ``test_split``.
     """
     answers = load_answers(src)
-    questions = load_jsonl(test_split)
+    questions = load_jsonl(test_split, required=("question_id",))
     coverage = check_coverage(answers, [q["question_id"] for q in questions], src, test_split)
     submission = []
     for q in questions:

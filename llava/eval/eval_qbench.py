@@ -25,6 +25,7 @@ yes-or-no / what / how; ``concern``: distortion or other low-level attribute, al
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 from collections import defaultdict
@@ -154,6 +155,9 @@ def score(answers: list[dict], path: str, questions: list[dict] | None = None,
         for field in ("candidates", "response"):
             if field not in answer:
                 raise ValueError(f"{path}: the answer to question_id {qid!r} has no {field!r}")
+        if not isinstance(answer["response"], str):
+            raise ValueError(f"{path}: the answer to question_id {qid!r}: 'response' must be a string, got "
+                             f"{json.dumps(answer['response'])[:60]}")
         candidates = answer["candidates"]
         if answer["correct_ans"] not in candidates:
             raise ValueError(f"{path}: question_id {qid!r}: correct_ans {answer['correct_ans']!r} is not one of "

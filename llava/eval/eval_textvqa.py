@@ -17,7 +17,7 @@ import argparse
 import os
 import re
 
-from llava.eval.io_utils import Coverage, format_ids, load_json, load_jsonl
+from llava.eval.io_utils import Coverage, format_ids, load_answer_lines, load_json
 from llava.eval.m4c_evaluator import soft_accuracy
 
 _OCR_PREFIX_QUESTION = re.compile(r"Question: (.*?) Short answer:", re.DOTALL)
@@ -65,13 +65,20 @@ def score_textvqa(annotation_file: str, result_file: str) -> dict:
         "unanswered_ids"}``; accuracy is over answered questions (upstream's denominator).
 
     Raises:
-        ValueError: an answer matches no annotation, or answers a question more often than the
-            annotations ask it (names its question_id and question).
+        ValueError: an annotation lacks ``image_id``, ``question`` or ``answers``, an answer lacks a
+            string ``prompt`` or ``text``, matches no annotation, or answers a question more often
+            than the annotations ask it (names its question_id and question).
     """
     data = load_json(annotation_file)
     if not isinstance(data, dict) or "data" not in data:
         raise ValueError(f"{annotation_file}: expected a TextVQA annotation file with a 'data' list")
     annotations = data["data"]
+    for i, a in enumerate(annotations):
+        missing = [k for k in ("image_id", "question", "answers") if not isinstance(a, dict) or k not in a]
+        if missing:
+            qid = a.get("question_id") if isinstance(a, dict) else None
+            raise ValueError(f"{annotation_file}: annotation {i} (question_id {qid!r}) has no "
+                             f"{', '.join(map(repr, missing))}")
     # Questions are compared stripped on both sides: the prompt's question line is stripped, and an
     # annotation's question may end in a space that the question file kept. A few annotations can
     # share an (image_id, question) pair; the pair then takes one answer per annotation.
@@ -80,15 +87,11 @@ def score_textvqa(annotation_file: str, result_file: str) -> dict:
         by_pair.setdefault((str(a["image_id"]), a["question"].strip().lower()), []).append(i)
     by_qid = {str(a["question_id"]): i for i, a in enumerate(annotations) if "question_id" in a}
 
-    results = load_jsonl(result_file)
     scores = []
     matched: set[int] = set()
     answers_per_group: dict[tuple[int, ...], int] = {}
     unmatched, repeated = [], []
-    for position, result in enumerate(results, start=1):
-        for key in ("question_id", "prompt", "text"):
-            if key not in result:
-                raise ValueError(f"{result_file}: answer {position} has no {key!r} field")
+    for lineno, result in load_answer_lines(result_file, strings=("prompt", "text")):
         qid = str(result["question_id"])
         question = question_from_prompt(result["prompt"])
         group = by_pair.get((qid, question))
@@ -99,7 +102,7 @@ def score_textvqa(annotation_file: str, result_file: str) -> dict:
             continue
         count = answers_per_group[tuple(group)] = answers_per_group.get(tuple(group), 0) + 1
         if count > len(group):
-            repeated.append(f"{result['question_id']!r} ({question!r}, line {position})")
+            repeated.append(f"{result['question_id']!r} ({question!r}, line {lineno})")
             continue
         matched.add(group[count - 1])
         # Upstream keys annotations by the pair, so the last annotation of a shared pair scores
@@ -151,6 +154,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.result_file is not None:
         results.append(_report(args.annotation_file, args.result_file))
     if args.result_dir is not None:
+        if not any(name.endswith(".jsonl") for name in os.listdir(args.result_dir)):
+            raise ValueError(f"{args.result_dir}: no *.jsonl answer files to score")
         for name in sorted(os.listdir(args.result_dir)):
             if not name.endswith(".jsonl"):
                 print(f"Skipping {name}")

@@ -65,13 +65,18 @@ def load_json(path: str | os.PathLike) -> Any:
         ) from err
 
 
-def load_jsonl_lines(path: str | os.PathLike) -> list[tuple[int, dict]]:
+def load_jsonl_lines(path: str | os.PathLike, required: Iterable[str] = ()) -> list[tuple[int, dict]]:
     """``(line number, object)`` for every non-blank line of a jsonl file, in file order.
+
+    Args:
+        required: keys every object must have.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a line is not valid JSON or not a JSON object (names file and line number).
+        ValueError: a line is not valid JSON, not a JSON object or lacks a ``required`` key (names
+            file and line number).
     """
+    required = tuple(required)
     _check_exists(path)
     records = []
     with open(path, encoding="utf-8") as f:
@@ -88,12 +93,19 @@ def load_jsonl_lines(path: str | os.PathLike) -> list[tuple[int, dict]]:
                 raise ValueError(
                     f"{os.fspath(path)}:{lineno}: expected a JSON object, got {type(record).__name__}"
                 )
+            missing = [k for k in required if k not in record]
+            if missing:
+                raise ValueError(f"{os.fspath(path)}:{lineno}: no {', '.join(map(repr, missing))} field; "
+                                 f"keys: {sorted(record)}")
             records.append((lineno, record))
     return records
 
 
-def load_jsonl(path: str | os.PathLike) -> list[dict]:
+def load_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict]:
     """Load a jsonl file: one JSON object per line; blank lines are skipped.
+
+    Args:
+        required: keys every object must have.
 
     Returns:
         The objects in file order.
@@ -101,7 +113,26 @@ def load_jsonl(path: str | os.PathLike) -> list[dict]:
     Raises:
         As :func:`load_jsonl_lines`.
     """
-    return [record for _, record in load_jsonl_lines(path)]
+    return [record for _, record in load_jsonl_lines(path, required)]
+
+
+def load_answer_lines(path: str | os.PathLike, strings: Iterable[str] = ("text",)) -> list[tuple[int, dict]]:
+    """``(line number, answer)`` for every answer of an answer jsonl, each with a ``question_id`` and
+    the ``strings`` fields holding strings (a null or numeric ``text`` would crash the scorers).
+
+    Raises:
+        As :func:`load_jsonl_lines`, or a field of ``strings`` is missing or not a string (names the
+        file, line, question id and field).
+    """
+    lines = load_jsonl_lines(path, required=("question_id",))
+    for lineno, answer in lines:
+        for key in strings:
+            where = f"{os.fspath(path)}:{lineno}: answer for question_id {answer['question_id']!r}"
+            if key not in answer:
+                raise ValueError(f"{where} has no {key!r} field")
+            if not isinstance(answer[key], str):
+                raise ValueError(f"{where}: {key!r} must be a string, got {json.dumps(answer[key])[:60]}")
+    return lines
 
 
 def _make_parent(path: str | os.PathLike) -> None:
@@ -161,13 +192,9 @@ def load_answers(path: str | os.PathLike) -> dict[str, dict]:
     """Load an answer jsonl and index it by question id (see :func:`index_by_id`).
 
     Raises:
-        ValueError: as :func:`load_jsonl` and :func:`index_by_id`, or an answer lacks ``text``.
+        ValueError: as :func:`load_answer_lines` and :func:`index_by_id`.
     """
-    answers = index_by_id(load_jsonl(path), path)
-    for k, answer in answers.items():
-        if "text" not in answer:
-            raise ValueError(f"{os.fspath(path)}: answer for question_id {k} has no 'text' field")
-    return answers
+    return index_by_id([answer for _, answer in load_answer_lines(path)], path)
 
 
 @dataclass

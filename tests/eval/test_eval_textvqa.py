@@ -56,6 +56,19 @@ def test_unmatched_answer_is_named(tmp_path, json_file, jsonl):
         score_textvqa(str(ann), str(results))
 
 
+def test_annotation_without_answers_and_folder_without_answer_files(tmp_path, json_file, jsonl):
+    ann = json_file(tmp_path / "ann.json", {"data": [
+        {"image_id": "img3", "question_id": 103, "question": "What color?", "answers": ["red"] * 10},
+        {"image_id": "img4", "question_id": 104, "question": "What brand?"}]})
+    results = jsonl(tmp_path / "answers" / "a.jsonl", [answer("img3", "Red", "What color?\n" + INSTR)])
+    with pytest.raises(ValueError, match=r"ann\.json: annotation 1 \(question_id 104\) has no 'answers'"):
+        score_textvqa(str(ann), str(results))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("")
+    with pytest.raises(ValueError, match=r"empty: no \*\.jsonl answer files to score"):
+        eval_textvqa.main(["--annotation-file", str(ann), "--result-dir", str(tmp_path / "empty")])
+
+
 def test_annotation_question_with_a_trailing_space_matches(tmp_path, json_file, jsonl):
     """The question file copies the annotation's question, trailing space included; the prompt's
     question line is read stripped, so the annotation's must be too."""

@@ -1,6 +1,15 @@
 import pytest
 
+from llava.eval import (
+    convert_answer_to_mme,
+    convert_gqa_for_eval,
+    convert_mmbench_for_submission,
+    convert_mmvet_for_eval,
+    eval_textvqa,
+)
 from llava.eval.io_utils import Coverage, check_coverage, index_by_id, load_answers, load_json, load_jsonl
+
+from .conftest import answer, write_json
 
 
 def test_bad_json_line_names_file_and_line(tmp_path):
@@ -39,6 +48,28 @@ def test_answer_without_text(tmp_path, jsonl):
     path = jsonl(tmp_path / "a.jsonl", [{"question_id": 1, "prompt": "p"}])
     with pytest.raises(ValueError, match="question_id 1 has no 'text'"):
         load_answers(path)
+
+
+def test_required_keys_name_the_line(tmp_path, jsonl):
+    path = jsonl(tmp_path / "q.jsonl", [{"question_id": 1, "image": "a.jpg"}, {"image": "b.jpg", "text": "q"}])
+    with pytest.raises(ValueError, match=r"q\.jsonl:2: no 'question_id' field; keys: \['image', 'text'\]"):
+        load_jsonl(path, required=("question_id",))
+
+
+@pytest.mark.parametrize("read", [
+    load_answers,
+    lambda path: convert_gqa_for_eval.convert_gqa(path, path.parent / "out.json"),
+    lambda path: convert_mmvet_for_eval.convert_mmvet(path, path.parent / "out.json"),
+    convert_mmbench_for_submission._first_round_answers,
+    lambda path: eval_textvqa.score_textvqa(write_json(path.parent / "ann.json", {"data": []}), path),
+    lambda path: convert_answer_to_mme.convert_answers_to_mme(path, path.parent, path.parent / "out"),
+], ids=["load_answers", "gqa", "mmvet", "mmbench", "textvqa", "mme"])
+@pytest.mark.parametrize("text, shown", [(None, "null"), (2, "2")])
+def test_answer_text_that_is_not_a_string_names_the_line(tmp_path, jsonl, read, text, shown):
+    path = jsonl(tmp_path / "a.jsonl", [answer(1, "yes", "q"), answer(2, text, "q")])
+    with pytest.raises(ValueError, match=rf"a\.jsonl:2: answer for question_id 2: 'text' must be a string, "
+                                         rf"got {shown}"):
+        read(path)
 
 
 def test_coverage_counts_unanswered_and_rejects_unknown_ids():

@@ -85,6 +85,10 @@ def test_answers_that_cannot_be_scored_are_named(tmp_path):
     twice = write_jsonl(tmp_path / "twice.jsonl", [answer(1, "A", "low"), answer(2, "A", "low"), answer(1, "A", "low")])
     with pytest.raises(ValueError, match=r"1 question_id\(s\) answered more than once \('1'\); was a chunk merged twice"):
         run(twice, questions)
+    null = write_jsonl(tmp_path / "null.jsonl", [answer(1, None, "low")])
+    with pytest.raises(ValueError, match=r"null\.jsonl: the answer to question_id 1: 'response' must be a "
+                                         r"string, got null"):
+        run(null, questions)
     empty = write_jsonl(tmp_path / "empty.jsonl", [])
     with pytest.raises(ValueError, match="no answers"):
         run(empty, questions)

@@ -44,6 +44,19 @@ def test_vizwiz_submission(tmp_path, jsonl):
         convert_vizwiz_for_submission.convert_vizwiz(str(questions), str(partial), str(upload))
 
 
+def test_question_line_without_its_fields_names_the_line(tmp_path, jsonl):
+    questions = jsonl(tmp_path / "llava_test.jsonl", [{"question_id": 0, "image": "a.jpg", "text": "q"},
+                                                      {"image": "b.jpg", "text": "q"}])
+    results = jsonl(tmp_path / "answers.jsonl", [answer(0, "red")])
+    with pytest.raises(ValueError, match=r"llava_test\.jsonl:2: no 'question_id' field; keys: \['image', 'text'\]"):
+        convert_vqav2_for_submission.convert_vqav2(str(results), str(questions), str(tmp_path / "up.json"))
+    with pytest.raises(ValueError, match=r"llava_test\.jsonl:2: no 'question_id' field"):
+        convert_vizwiz_for_submission.convert_vizwiz(str(questions), str(results), str(tmp_path / "up.json"))
+    jsonl(questions, [{"question_id": 0, "text": "q"}])
+    with pytest.raises(ValueError, match=r"llava_test\.jsonl:1: no 'image' field"):
+        convert_vizwiz_for_submission.convert_vizwiz(str(questions), str(results), str(tmp_path / "up.json"))
+
+
 def test_mmvet_keys(tmp_path, jsonl):
     src = jsonl(tmp_path / "a.jsonl", [answer(0, "A cat."), answer(1, "42")])
     dst = tmp_path / "results" / "m.json"

@@ -18,7 +18,7 @@ import argparse
 import os
 import re
 
-from llava.eval.io_utils import check_coverage, id_key, load_answers, load_json, write_json
+from llava.eval.io_utils import check_coverage, format_ids, id_key, load_answers, load_json, write_json
 
 OPTIONS = ("A", "B", "C", "D", "E")
 FAILED = "FAILED"
@@ -90,10 +90,12 @@ def score_science_qa(base_dir: str, result_file: str, split: str = "test",
         ``{"accuracy", "img_accuracy" (percent), "correct", "count", "categories": {name:
         {"accuracy", "correct", "count"}}, "outputs": {"correct": [...], "incorrect": [...]},
         "sqa_results": {"acc", "correct", "count", "results", "outputs"}`` (upstream's
-        ``--output-result`` file), plus the coverage fields.
+        ``--output-result`` file), "unread_ids" (answers not read as one of their problem's
+        option letters, counted as wrong), plus the coverage fields.
 
     Raises:
-        ValueError: the split is unknown, or answers have pids outside the split.
+        ValueError: the split is unknown, a problem has more choices than ``options`` has letters,
+            or answers have pids outside the split.
     """
     splits = load_json(os.path.join(base_dir, "pid_splits.json"))
     if split not in splits:
@@ -103,10 +105,17 @@ def score_science_qa(base_dir: str, result_file: str, split: str = "test",
     missing = [pid for pid in pids if pid not in problems]
     if missing:
         raise ValueError(f"{base_dir}/problems.json lacks {len(missing)} pid(s) of split {split!r}: {missing[:10]}")
+    # Upstream indexes the letters by each problem's answer and fails with an IndexError midway.
+    too_many = [pid for pid in pids if len(problems[pid]["choices"]) > len(options)]
+    if too_many:
+        most = max(len(problems[pid]["choices"]) for pid in too_many)
+        raise ValueError(f"{len(too_many)} problem(s) of split {split!r} have more choices than the "
+                         f"{len(options)} option letters {''.join(options)!r} (up to {most}; pid "
+                         f"{format_ids(too_many, 5)}): give --options at least {most} letters")
     answers = load_answers(result_file)
     coverage = check_coverage(answers, pids, result_file, f"split {split!r} of {base_dir}/pid_splits.json")
 
-    correct_list, incorrect_list = [], []
+    correct_list, incorrect_list, unread = [], [], []
     sqa = {"acc": None, "correct": None, "count": None, "results": {}, "outputs": {}}
     per_cat = {name: [0, 0] for name in CATEGORY_ORDER}  # name -> [correct, count]
     for pid in pids:
@@ -117,6 +126,8 @@ def score_science_qa(base_dir: str, result_file: str, split: str = "test",
         letter = parse_letter(text, options)
         index = pred_index(letter, len(problem["choices"]), options)
         is_correct = index == problem["answer"]
+        if answer is not None and index == -1:
+            unread.append(pid)
         analysis = {
             "question_id": pid,
             "parsed_ans": letter,
@@ -149,6 +160,7 @@ def score_science_qa(base_dir: str, result_file: str, split: str = "test",
                        for name, (c, n) in per_cat.items()},
         "outputs": {"correct": correct_list, "incorrect": incorrect_list},
         "sqa_results": sqa,
+        "unread_ids": unread,
         **coverage.as_dict(),
     }
 
@@ -175,6 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
     if result["unanswered"]:
         print(f"answered {result['answered']}/{result['total']}; {result['unanswered']} unanswered "
               "(counted as wrong)")
+    if result["unread_ids"]:
+        print(f"{len(result['unread_ids'])} answer(s) not read as one of their problem's option letters "
+              f"(counted as wrong, as upstream): question_id {format_ids(result['unread_ids'], 5)}")
     print(f"Total: {result['count']}, Correct: {result['correct']}, Accuracy: {result['accuracy']:.2f}%, "
           f"IMG-Accuracy: {result['img_accuracy']:.2f}%")
     print(", ".join(f"{name}: {result['categories'][name]['accuracy']:.2f}%" for name in CATEGORY_ORDER))

@@ -88,3 +88,20 @@ def test_answers_outside_split_are_rejected(tmp_path, jsonl, json_file):
         eval_science_qa.score_science_qa(str(tmp_path), str(results))
     with pytest.raises(ValueError, match="Unknown split 'minival'"):
         eval_science_qa.score_science_qa(str(tmp_path), str(results), split="minival")
+
+
+def test_unread_answers_are_counted_and_too_few_option_letters_refused(tmp_path, jsonl, json_file, capsys):
+    json_file(tmp_path / "problems.json", {f"p{i}": _problem(i % 5, 5, "natural science", "grade1")
+                                           for i in range(4)})
+    json_file(tmp_path / "pid_splits.json", {"test": [f"p{i}" for i in range(4)]})
+    results = jsonl(tmp_path / "a.jsonl", [answer("p0", "A"), answer("p1", "(B)"), answer("p2", "Answer: C")])
+    args = ["--base-dir", str(tmp_path), "--result-file", str(results)]
+    result = eval_science_qa.main(args)
+    assert "2 answer(s) not read as one of their problem's option letters (counted as wrong, as upstream): " \
+           "question_id 'p1', 'p2'" in capsys.readouterr().out
+    assert (result["correct"], result["unread_ids"], result["unanswered_ids"]) == (1, ["p1", "p2"], ["p3"])
+    for letters in ("ABC", ""):
+        with pytest.raises(ValueError, match=rf"4 problem\(s\) of split 'test' have more choices than the "
+                                             rf"{len(letters)} option letters '{letters}' \(up to 5; pid 'p0', "
+                                             r"'p1', 'p2', 'p3'\): give --options at least 5 letters"):
+            eval_science_qa.main(args + ["--options", letters])

@@ -242,7 +242,8 @@ def test_scorer_summary_lines(monkeypatch, capsys, tmp_path):
 
     categories = {name: {"accuracy": 1.0} for name in eval_science_qa.CATEGORY_ORDER}
     monkeypatch.setattr(eval_science_qa, "score_science_qa", lambda *a: {
-        "accuracy": 70.0, "img_accuracy": 66.8, "correct": 7, "count": 10, "categories": categories, **_coverage()})
+        "accuracy": 70.0, "img_accuracy": 66.8, "correct": 7, "count": 10, "categories": categories, "unread_ids": [],
+        **_coverage()})
     eval_science_qa.main(["--base-dir", ".", "--result-file", "r.jsonl", "--summary", "sqa ck"])
     assert capsys.readouterr().out.splitlines()[-1] == "sqa ck: IMG accuracy = 66.80% (all 70.00%; answered 9/10)"
 

@@ -53,8 +53,8 @@ def load_science_questions(path: str) -> list[dict]:
     """The JSON list of questions, each checked for ``id`` and a first conversation turn.
 
     Raises:
-        ValueError: not JSON (names line and column), not a list, or an entry without ``id`` /
-            ``conversations`` (names its position in the list).
+        ValueError: not JSON (names line and column), not a list, an empty list, or an entry
+            without ``id`` / ``conversations`` (names its position in the list).
     """
     path = os.path.expanduser(path)
     questions = load_json(path)
@@ -64,6 +64,8 @@ def load_science_questions(path: str) -> list[dict]:
         if not isinstance(q, dict) or "id" not in q or not q.get("conversations"):
             keys = sorted(q) if isinstance(q, dict) else type(q).__name__
             raise ValueError(f"{path}: question {position} needs 'id' and 'conversations'; has {keys}")
+    if not questions:
+        raise ValueError(f"{path}: no questions in the file")
     return questions
 
 

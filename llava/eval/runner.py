@@ -65,6 +65,20 @@ def default_device() -> str:
     return "cpu"
 
 
+def _number(kind: type, low: float, high: float | None = None, low_open: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type`` for a number in [low, high] ((low, high] with ``low_open``), so that an
+    out-of-range flag stops the parser before the model is loaded."""
+    def parse(text: str):
+        value = kind(text)
+        if value < low or (low_open and value == low) or (high is not None and value > high):
+            bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value: 'x'"
+    return parse
+
+
 def add_model_args(parser: argparse.ArgumentParser, *, temperature: float = 0.2, max_new_tokens: int = 128) -> None:
     """Arguments every runner has: the checkpoint, the template, decoding and the device."""
     parser.add_argument("--model-path", type=str, required=True, help="checkpoint folder")
@@ -72,10 +86,12 @@ def add_model_args(parser: argparse.ArgumentParser, *, temperature: float = 0.2,
                         help="base LLM folder, for projector-only and LoRA checkpoints")
     parser.add_argument("--conv-mode", type=str, default=None,
                         help="conversation template; default: the checkpoint's conv_mode, else vicuna_v1")
-    parser.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
-    parser.add_argument("--top_p", type=float, default=None)
-    parser.add_argument("--num_beams", type=int, default=1)
-    parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
+    # Upstream passes these to generate unchecked: --num_beams 0 divides by zero there, and a
+    # negative temperature silently decodes greedily.
+    parser.add_argument("--temperature", type=_number(float, 0), default=temperature, help="0 = greedy")
+    parser.add_argument("--top_p", type=_number(float, 0, 1, low_open=True), default=None)
+    parser.add_argument("--num_beams", type=_number(int, 1), default=1)
+    parser.add_argument("--max_new_tokens", type=_number(int, 1), default=max_new_tokens)
     parser.add_argument("--device", type=str, default=None, help="cuda, cuda:1, mps, cpu; default: cuda if available")
 
 
@@ -94,7 +110,7 @@ def add_runner_args(parser: argparse.ArgumentParser, *, question_file: str, temp
     parser.add_argument("--num-chunks", type=int, default=1)
     parser.add_argument("--chunk-idx", type=int, default=0)
     # New here: upstream runs one question at a time and always starts the answer file afresh.
-    parser.add_argument("--batch-size", type=int, default=1,
+    parser.add_argument("--batch-size", type=_number(int, 1), default=1,
                         help="questions generated together (left padding; same greedy answers as 1)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="image-loading processes; default 4 on CUDA, 0 otherwise")
@@ -129,9 +145,9 @@ def load_questions(path: str, required: Sequence[str] = ("question_id", "text"))
     """A question jsonl, each line checked for the ``required`` keys.
 
     Raises:
-        ValueError: a line is not JSON, lacks a required key or has an ``image`` that is not one
-            file name; names the file and line. (A line may repeat another: it is answered again,
-            as upstream does.)
+        ValueError: the file has no question, or a line is not JSON, lacks a required key, has a
+            ``text`` that is not a string or an ``image`` that is not one file name; names the file
+            and line. (A line may repeat another: it is answered again, as upstream does.)
     """
     path = os.path.expanduser(path)
     questions = []
@@ -144,7 +160,12 @@ def load_questions(path: str, required: Sequence[str] = ("question_id", "text"))
         if image is not None and (not isinstance(image, str) or not image):
             raise ValueError(f"{path}:{lineno}: question_id {record['question_id']!r}: 'image' must be one file "
                              f"name (or absent for a text-only question), got {image!r:.80}")
+        if "text" in record and not isinstance(record["text"], str):
+            raise ValueError(f"{path}:{lineno}: question_id {record.get('question_id')!r}: 'text' must be a "
+                             f"string, got {json.dumps(record['text'])[:80]}")
         questions.append(record)
+    if not questions:
+        raise ValueError(f"{path}: no questions in the file")
     return questions
 
 
@@ -346,11 +367,14 @@ def check_images(images: Sequence[tuple[Any, str]]) -> None:
         images: ``(question_id, path)`` pairs.
     Raises:
         FileNotFoundError: names the first missing image's question id and path, and how many more.
+        IsADirectoryError: the same, when the first such path is a folder.
     """
     missing = [(qid, path) for qid, path in images if not os.path.isfile(path)]
     if missing:
         (qid, path), rest = missing[0], missing[1:]
         more = f" ({len(rest)} more missing: question_id {format_ids([q for q, _ in rest], 5)})" if rest else ""
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"Image for question_id {qid!r} is a folder, not an image file: {path}{more}")
         raise FileNotFoundError(f"Image for question_id {qid!r} not found: {path}{more}")
 
 
@@ -422,7 +446,7 @@ class AnswerFile:
         if not complete:
             try:
                 json.loads(data[last_start:])
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or cut inside a multi-byte character (UnicodeDecodeError)
                 print(f"{self.path}: dropping the last line, cut short by an interrupted run: "
                       f"{data[last_start:][:60]!r}")
                 with open(self.path, "r+b") as f:

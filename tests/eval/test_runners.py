@@ -245,6 +245,44 @@ def test_bad_question_line_and_missing_image(tmp_path, tiny_checkpoint, image_fo
                          '{"question_id": 8, "image": "gone2.png", "text": "Hi?"}\n')
     with pytest.raises(FileNotFoundError, match=r"question_id 'q7' not found: .*gone\.png \(1 more missing"):
         model_vqa_loader.eval_model(args)  # raised before any model is loaded
+    questions.write_text('{"question_id": 1, "image": "sub", "text": "Hi?"}\n')
+    with pytest.raises(IsADirectoryError, match=r"question_id 1 is a folder, not an image file: .*sub$"):
+        model_vqa_loader.eval_model(args)
+    for text, shown in ((None, "null"), (5, "5")):
+        questions.write_text(json.dumps({"question_id": 1, "image": "a.png", "text": text}) + "\n")
+        with pytest.raises(ValueError, match=rf"q\.jsonl:1: question_id 1: 'text' must be a string, got {shown}"):
+            model_vqa_loader.eval_model(args)
+    questions.write_text("\n")
+    with pytest.raises(ValueError, match=r"q\.jsonl: no questions in the file"):
+        model_vqa_loader.eval_model(args)
+    science = tmp_path / "sqa.json"
+    science.write_text("[]")
+    with pytest.raises(ValueError, match=r"sqa\.json: no questions in the file"):
+        model_vqa_science.eval_model(_args(model_vqa_science, tiny_checkpoint, image_folder, str(science),
+                                           tmp_path / "a.jsonl"))
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--num_beams", "0", "must be >= 1, got 0"), ("--temperature", "-1", "must be >= 0, got -1"),
+    ("--max_new_tokens", "0", "must be >= 1, got 0"), ("--top_p", "0", "must be > 0 and <= 1, got 0"),
+    ("--top_p", "1.5", "must be > 0 and <= 1, got 1.5"), ("--batch-size", "0", "must be >= 1, got 0"),
+    ("--num_beams", "two", "invalid int value: 'two'"),
+])
+def test_decoding_flags_out_of_range_stop_the_parser(capsys, flag, value, message):
+    with pytest.raises(SystemExit):
+        model_vqa_loader.build_parser().parse_args(["--model-path", "unused", flag, value])
+    assert f"error: argument {flag}: {message}" in capsys.readouterr().err
+
+
+def test_resume_drops_a_last_line_cut_inside_a_character(tmp_path, capsys):
+    out = tmp_path / "answers.jsonl"
+    whole = json.dumps({"question_id": 1, "prompt": "Colour?", "text": "rouge"}) + "\n"
+    out.write_bytes(whole.encode() + '{"question_id": 2, "prompt": "Colour?", "text": "é'.encode()[:-1])
+    answers = runner.AnswerFile(str(out))
+    answers.close()
+    assert list(answers.done) == [("1", None, "Colour?", None)]
+    assert out.read_text() == whole
+    assert "dropping the last line, cut short by an interrupted run" in capsys.readouterr().out
 
 
 def test_conv_mode_comes_from_the_flag_then_the_config():

@@ -728,22 +728,31 @@ def score_answers(answers_jsonl: str | Path | Iterable[Mapping[str, Any]],
 
     Returns:
         ``{"overall": {"accuracy", "correct", "total"}, "per_category": {category: {...}},
-        "unanswered": int, "unknown_ids": int, "duplicates": int}``; accuracy is in [0, 1].
+        "unanswered": int, "duplicates": int, "duplicate_ids": [question_id, ...]}`` (answers to a
+        question already answered; its first answer counts); accuracy is in [0, 1].
+
+    Raises:
+        ValueError: an answer without ``question_id``, or answers to ids the annotations lack
+            (names them: an answer file of another benchmark or dataset).
     """
     gold = _load_annotations(annotations)
     preds: dict[str, str] = {}
-    unknown = duplicates = 0
+    unknown, duplicates = [], []
     for row in _load_answers(answers_jsonl):
         if "question_id" not in row:
             raise ValueError(f"Answer row has no 'question_id': {dict(row)!r}")
         qid = str(row["question_id"])
         if qid not in gold:
-            unknown += 1
-            continue
-        if qid in preds:
-            duplicates += 1  # the first answer counts
-            continue
-        preds[qid] = str(row.get("text") or "")
+            unknown.append(qid)
+        elif qid in preds:
+            duplicates.append(qid)  # the first answer counts
+        else:
+            preds[qid] = str(row.get("text") or "")
+    if unknown:
+        source = answers_jsonl if isinstance(answers_jsonl, (str, Path)) else "answers"
+        where = annotations if isinstance(annotations, (str, Path)) else "the annotations"
+        raise ValueError(f"{source}: {len(unknown)} answer(s) have question ids not in {where}: "
+                         f"{', '.join(map(repr, unknown[:10]))}{', ...' if len(unknown) > 10 else ''}")
 
     # Every answer a category has (not only those of the questions scored), so whether an answer
     # scores does not depend on the other questions in the file.
@@ -771,8 +780,8 @@ def score_answers(answers_jsonl: str | Path | Iterable[Mapping[str, Any]],
                     "total": len(gold)},
         "per_category": dict(sorted(per.items())),
         "unanswered": unanswered,
-        "unknown_ids": unknown,
-        "duplicates": duplicates,
+        "duplicates": len(duplicates),
+        "duplicate_ids": duplicates,
     }
 
 
@@ -803,7 +812,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = score_answers(args.score, ann)
         o = result["overall"]
         print(f"overall accuracy {o['accuracy']:.4f} ({o['correct']}/{o['total']}), "
-              f"unanswered {result['unanswered']}, unknown ids {result['unknown_ids']}")
+              f"unanswered {result['unanswered']}")
+        if result["duplicates"]:
+            ids = result["duplicate_ids"]
+            print(f"{len(ids)} repeated answer(s) left out, the first answer of each question scored (question_id "
+                  f"{', '.join(map(repr, ids[:10]))}{', ...' if len(ids) > 10 else ''})")
         for name, c in result["per_category"].items():
             print(f"  {name:<9} {c['accuracy']:.4f} ({c['correct']}/{c['total']})")
         return result

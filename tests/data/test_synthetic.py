@@ -324,24 +324,28 @@ def test_score_answers_matching(text, qid, correct):
     assert result["overall"]["total"] == len(ANNOTATIONS)
 
 
-def test_score_answers_counts_missing_unknown_and_duplicates(tmp_path):
+def test_score_answers_counts_missing_and_duplicates_and_refuses_unknown_ids(tmp_path):
     answers = tmp_path / "answers.jsonl"
     rows = [
         {"question_id": "c", "prompt": "...", "text": "Red", "answer_id": "x", "model_id": "m", "metadata": {}},
         {"question_id": "c", "text": "blue"},  # duplicate: the first answer counts
         {"question_id": 7, "text": "triangle"},  # int ids match string keys
         {"question_id": "n", "text": "  "},  # empty: unanswered
-        {"question_id": "zzz", "text": "red"},
     ]
     answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
     annotations = tmp_path / "annotations.json"
     annotations.write_text(json.dumps(ANNOTATIONS))
     result = score_answers(answers, annotations)
     assert result["overall"] == {"accuracy": 2 / 8, "correct": 2, "total": 8}
-    assert result["unanswered"] == 6 and result["unknown_ids"] == 1 and result["duplicates"] == 1
+    assert result["unanswered"] == 6 and result["duplicates"] == 1 and result["duplicate_ids"] == ["c"]
     assert result["per_category"]["color"] == {"correct": 1, "total": 2, "unanswered": 1, "accuracy": 0.5}
     assert result["per_category"]["count"]["unanswered"] == 2
     assert set(result["per_category"]) == {"color", "count", "position", "word", "shape"}
+    other = tmp_path / "other.jsonl"  # another benchmark's answers: an error, not a score of 0
+    other.write_text("".join(json.dumps({"question_id": q, "text": "yes"}) + "\n" for q in (101, "c", 102)))
+    with pytest.raises(ValueError, match=r"other\.jsonl: 2 answer\(s\) have question ids not in "
+                                         r".*annotations\.json: '101', '102'"):
+        score_answers(other, annotations)
 
 
 def test_score_generated_eval(dataset):
@@ -371,6 +375,12 @@ def test_cli_generates_and_scores(tmp_path, capsys):
                                for q in _questions(out)))
     main(["--out", str(out), "--score", str(answers)])
     assert "overall accuracy" in capsys.readouterr().out
+    first = _questions(out)[0]["question_id"]
+    with answers.open("a") as f:
+        f.write(json.dumps({"question_id": first, "text": "blue"}) + "\n")
+    main(["--out", str(out), "--score", str(answers)])
+    assert f"1 repeated answer(s) left out, the first answer of each question scored (question_id {first!r})" \
+        in capsys.readouterr().out
 
 
 # sha256 of the pixels of stage0_batch(0, 24, config) for (image_size, noise_std), as drawn by format

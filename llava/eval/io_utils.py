@@ -55,7 +55,7 @@ def load_json(path: str | os.PathLike) -> Any:
         ValueError: the file is not valid JSON (message names the file, line and column).
     """
     _check_exists(path)
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte order mark (Windows editors) is skipped
         text = f.read()
     try:
         return json.loads(text)
@@ -79,7 +79,7 @@ def load_jsonl_lines(path: str | os.PathLike, required: Iterable[str] = ()) -> l
     required = tuple(required)
     _check_exists(path)
     records = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte order mark (Windows editors) is skipped
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -100,7 +100,11 @@ def send_message(args: argparse.Namespace, out=sys.stdout) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(send_message(build_parser().parse_args(argv)))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.image_file is not None and not args.image_file.strip():  # e.g. an unset shell variable
+        parser.error("--image-file is empty: give an image file or URL, or leave the flag out to send text only")
+    sys.exit(send_message(args))
 
 
 if __name__ == "__main__":

@@ -79,3 +79,13 @@ def test_coverage_counts_unanswered_and_rejects_unknown_ids():
     assert Coverage(3, 3).message() == "answered 3/3"
     with pytest.raises(ValueError, match=r"question ids not in q\.jsonl: '7', '9'"):
         check_coverage({"1", "7", "9"}, [1, 2], "a.jsonl", "q.jsonl")
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path):
+    """Files saved by Windows editors start with a UTF-8 byte order mark; the first record stays readable."""
+    jsonl = tmp_path / "questions.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + b'{"question_id": 1, "text": "a"}\n{"question_id": 2, "text": "b"}\n')
+    assert [q["question_id"] for q in load_jsonl(jsonl)] == [1, 2]
+    whole = tmp_path / "annotations.json"
+    whole.write_bytes(b"\xef\xbb\xbf" + b'{"data": [1, 2]}')
+    assert load_json(whole) == {"data": [1, 2]}

@@ -136,3 +136,11 @@ def test_test_message_command_line(worker_server, chat_model):
     failed = subprocess.run([sys.executable, "-m", "llava.serve.test_message", "--controller-address", nobody],
                             capture_output=True, text=True, env=ENV, timeout=300)
     assert failed.returncode == 1 and failed.stderr.startswith(f"test_message: Controller {nobody} is unreachable: ")
+
+
+def test_test_message_refuses_an_empty_image_file(capsys):
+    """An empty --image-file (an unset shell variable) is a mistake, not a request to send text only."""
+    with pytest.raises(SystemExit) as exit_info:
+        test_message.main(["--worker-address", "http://127.0.0.1:9", "--image-file", " "])
+    assert exit_info.value.code == 2
+    assert "--image-file is empty: give an image file or URL" in capsys.readouterr().err

@@ -33,9 +33,11 @@ CHECKPOINT_KEY_MAPPING = {r"^model\.vision_tower\.vision_tower\.vision_model\.":
 def read_json(path: str | os.PathLike):
     """A JSON file's content; a file that does not parse is named with the line and column."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err.msg}: line {err.lineno} column {err.colno})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
 
 
 def check_safetensors(folder: str | os.PathLike) -> None:

@@ -8,12 +8,13 @@ end up in the model config (``mm_*``, ``scale_factor``, ...) are declared with t
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 import transformers
 from transformers import HfArgumentParser
+
+from llava.model.weights import read_json
 
 
 @dataclass
@@ -135,8 +136,7 @@ def check_deepspeed_file(deepspeed) -> None:
 
     Raises:
         FileNotFoundError: a ``.json`` path that does not exist.
-        ValueError: a directory, text that is not UTF-8, invalid JSON (line and column), or JSON
-            that is not an object.
+        ValueError: a directory, invalid JSON (line and column), or JSON that is not an object.
     """
     if not isinstance(deepspeed, str):
         return
@@ -147,15 +147,10 @@ def check_deepspeed_file(deepspeed) -> None:
         if deepspeed.endswith(".json"):
             raise FileNotFoundError(f"--deepspeed config file not found: {deepspeed}")
         return
-    with open(deepspeed, "rb") as f:
-        raw = f.read()
     try:
-        config = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise ValueError(f"Cannot read --deepspeed {deepspeed}: not UTF-8 text at byte {err.start}") from err
-    except json.JSONDecodeError as err:
-        raise ValueError(f"Cannot read --deepspeed {deepspeed}: invalid JSON at line {err.lineno}, column "
-                         f"{err.colno}: {err.msg}") from err
+        config = read_json(deepspeed)
+    except ValueError as err:  # names the file, line and column
+        raise ValueError(f"Cannot read --deepspeed: {err}") from None
     if not isinstance(config, dict):
         raise ValueError(f"Cannot read --deepspeed {deepspeed}: expected a JSON object, got a JSON "
                          f"{type(config).__name__}")

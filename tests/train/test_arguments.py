@@ -163,8 +163,8 @@ def test_invalid_values_are_named(tmp_path, bad, match):
 
 
 @pytest.mark.parametrize("content, match", [
-    ('{"zero_optimization": {"stage": 2,}', r"Cannot read --deepspeed .*ds\.json: invalid JSON at line 1, column 35: "
-                                            r"Expecting property name"),
+    ('{"zero_optimization": {"stage": 2,}', r"Cannot read --deepspeed: .*ds\.json is not valid JSON "
+                                            r"\(Expecting property name .*: line 1 column 35\)"),
     ("[1, 2]", r"Cannot read --deepspeed .*ds\.json: expected a JSON object, got a JSON list"),
     (None, r"--deepspeed .*ds\.json is a directory; pass a DeepSpeed config file in it"),
 ])

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 from enum import Enum, auto
 from io import BytesIO
 from typing import Any
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
+
+logger = logging.getLogger(__name__)
 
 CHATML_START = "<|im_start|>"
 CHATML_END = "<|im_end|>"
@@ -461,3 +464,39 @@ conv_templates: dict[str, Conversation] = {
     "mpt": conv_mpt,
     "chatml": conv_chatml,
 }
+
+# The template for a checkpoint whose config names none (released LLaVA-1.5 checkpoints).
+FALLBACK_CONV_MODE = "vicuna_v1"
+# Values of --conv-mode that mean "the checkpoint's own template".
+AUTO_CONV_MODES = (None, "", "auto")
+
+
+def check_conv_mode(name: str, source: str = "--conv-mode") -> str:
+    """``name`` if it is a template in :data:`conv_templates`.
+
+    Raises:
+        ValueError: it is not; names ``source`` (where the name came from) and the known templates.
+    """
+    if name not in conv_templates:
+        raise ValueError(f"Unknown conversation template {name!r} (from {source}); known: {sorted(conv_templates)}")
+    return name
+
+
+def resolve_conv_mode(config: Any, requested: str | None = None) -> str:
+    """The template to prompt a checkpoint with: ``requested`` (``--conv-mode``) unless it is one of
+    :data:`AUTO_CONV_MODES`, else the config's ``conv_mode``, else LLaVA-1.5's ``vicuna_v1``.
+
+    Differs from upstream on purpose: upstream guesses the template (and switches plain models to
+    ``*_mmtag``) from substrings of the folder name; here the name decides nothing.
+
+    Raises:
+        ValueError: the template is unknown (see :func:`check_conv_mode`).
+    """
+    if requested not in AUTO_CONV_MODES:
+        return check_conv_mode(requested)
+    configured = getattr(config, "conv_mode", None)
+    if configured:
+        return check_conv_mode(configured, "config.json conv_mode")
+    logger.info("config.json has no conv_mode and none was given: using %s (LLaVA-1.5's template)",
+                FALLBACK_CONV_MODE)
+    return FALLBACK_CONV_MODE

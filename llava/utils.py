@@ -15,6 +15,18 @@ import sys
 import torch
 
 
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``mps`` on Apple silicon, else ``cpu``.
+
+    Upstream's scripts default to cuda and fail on a machine without one.
+    """
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def disable_torch_init() -> None:
     """Makes ``nn.Linear`` and ``nn.LayerNorm`` skip their random initialisation from now on, in this
     process (as upstream): only for models whose weights are all loaded afterwards."""

@@ -8,7 +8,13 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from llava.conversation import Conversation, SeparatorStyle, conv_templates, default_conversation
+from llava.conversation import (
+    Conversation,
+    SeparatorStyle,
+    conv_templates,
+    default_conversation,
+    resolve_conv_mode,
+)
 
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
@@ -243,3 +249,27 @@ def test_empty_reply_in_vicuna_and_chatml_prompts():
         conv.append_message(conv.roles[len(conv.messages) % 2], message)
     assert conv.get_prompt().endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n"
                                       "<|im_start|>user\nAgain<|im_end|>\n<|im_start|>assistant\n")
+
+
+class _Config:
+    def __init__(self, conv_mode=None):
+        self.conv_mode = conv_mode
+
+
+@pytest.mark.parametrize("requested", [None, "", "auto"])
+def test_conv_mode_auto_takes_the_config_then_vicuna_v1(requested, caplog):
+    """One resolution for the eval scripts, the CLI, the demo and the worker: the flag, then the
+    checkpoint's config, then LLaVA-1.5's template (logged); never the folder name."""
+    assert resolve_conv_mode(_Config("chatml"), requested) == "chatml"
+    with caplog.at_level("INFO", logger="llava.conversation"):
+        assert resolve_conv_mode(_Config(), requested) == "vicuna_v1"
+        assert resolve_conv_mode(object(), requested) == "vicuna_v1"  # released LLaVA-1.5 configs
+    assert "config.json has no conv_mode and none was given: using vicuna_v1" in caplog.text
+
+
+def test_conv_mode_flag_wins_and_unknown_names_say_where_they_came_from():
+    assert resolve_conv_mode(_Config("chatml"), "llava_v1") == "llava_v1"
+    with pytest.raises(ValueError, match=r"Unknown conversation template 'vicuna' \(from --conv-mode\); known: \["):
+        resolve_conv_mode(_Config("chatml"), "vicuna")
+    with pytest.raises(ValueError, match=r"Unknown conversation template 'nope' \(from config.json conv_mode\)"):
+        resolve_conv_mode(_Config("nope"))

@@ -42,3 +42,17 @@ def test_end_process_flushes_and_exits_with_the_code(tmp_path):
                           cwd=REPO)
     assert done.returncode == 3 and done.stdout == "printed"
     assert log.read_text() == "INFO:x:logged\n"
+
+
+def test_default_device_is_cuda_then_mps_then_cpu(monkeypatch):
+    import torch
+
+    from llava.utils import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert default_device() == "cpu"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert default_device() == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_device() == "cuda"

@@ -24,9 +24,8 @@ import sys
 from PIL import Image
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER
-from llava.conversation import conv_templates
+from llava.conversation import AUTO_CONV_MODES, check_conv_mode, conv_templates, resolve_conv_mode
 from llava.eval.runner import (
-    AUTO_CONV_MODES,
     GenerationSettings,
     LoadedModel,
     add_model_args,
@@ -34,7 +33,6 @@ from llava.eval.runner import (
     generate_texts,
     image_prompt,
     load_model,
-    resolve_conv_mode,
 )
 from llava.mm_utils import process_images
 from llava.serve.inference import RequestError, load_image
@@ -67,8 +65,11 @@ def check_inputs(args) -> list[Image.Image]:
             any), or the template is unknown.
     """
     requested = getattr(args, "conv_mode", None)
-    if requested not in AUTO_CONV_MODES and requested not in conv_templates:
-        raise RequestError(f"Unknown --conv-mode {requested!r}; known: {sorted(conv_templates)}")
+    if requested not in AUTO_CONV_MODES:
+        try:
+            check_conv_mode(requested)
+        except ValueError as err:
+            raise RequestError(str(err)) from None
     files = image_parser(args)
     placeholders, tags = args.query.count(IMAGE_PLACEHOLDER), args.query.count(DEFAULT_IMAGE_TOKEN)
     if placeholders and tags:
@@ -113,7 +114,7 @@ def eval_model(args, loaded: LoadedModel | None = None) -> str:
     config = loaded.model.config
     # Differs from upstream on purpose: the template is never guessed from the model's name.
     requested = getattr(args, "conv_mode", None)
-    conv_mode = resolve_conv_mode(requested, config) if requested not in AUTO_CONV_MODES else loaded.conv_mode
+    conv_mode = resolve_conv_mode(config, requested) if requested not in AUTO_CONV_MODES else loaded.conv_mode
     prompt = chat_prompt(conv_mode, build_query(args.query, config))
     pixels = process_images(images, loaded.image_processor, config)
     settings = GenerationSettings(args.temperature, getattr(args, "top_p", None), getattr(args, "num_beams", 1),

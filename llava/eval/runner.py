@@ -36,7 +36,7 @@ from tqdm import tqdm
 from transformers import StoppingCriteriaList
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
-from llava.conversation import conv_templates
+from llava.conversation import conv_templates, resolve_conv_mode
 from llava.eval.io_utils import answer_key, format_ids, load_jsonl_lines
 from llava.mm_utils import (
     KeywordsStoppingCriteria,
@@ -46,23 +46,11 @@ from llava.mm_utils import (
     tokenizer_image_token,
 )
 from llava.model.builder import load_pretrained_model
+from llava.utils import default_device
 
-# Used when neither --conv-mode nor the checkpoint's config names a template (LLaVA-1.5's).
-DEFAULT_CONV_MODE = "vicuna_v1"
-# Values of --conv-mode that mean "take it from the checkpoint".
-AUTO_CONV_MODES = (None, "", "auto")
 
 
 # ----------------------------------------------------------------------------- arguments
-
-
-def default_device() -> str:
-    """``cuda`` when a GPU is visible, else ``mps`` on Apple silicon, else ``cpu``."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def _number(kind: type, low: float, high: float | None = None, low_open: bool = False) -> Callable[[str], Any]:
@@ -172,19 +160,6 @@ def load_questions(path: str, required: Sequence[str] = ("question_id", "text"))
 # ----------------------------------------------------------------------------- prompts
 
 
-def resolve_conv_mode(requested: str | None, config) -> str:
-    """The template to prompt with: ``--conv-mode`` if given, else the checkpoint's
-    ``conv_mode``, else vicuna_v1.
-
-    Differs from upstream on purpose: upstream guesses the template (and switches plain models to
-    ``*_mmtag``) from substrings of the folder name; here the name decides nothing.
-    """
-    mode = requested if requested not in AUTO_CONV_MODES else (getattr(config, "conv_mode", None) or DEFAULT_CONV_MODE)
-    if mode not in conv_templates:
-        raise ValueError(f"Unknown --conv-mode {mode!r}; known: {sorted(conv_templates)}")
-    return mode
-
-
 def image_prompt(question: str, config) -> str:
     """``<image>\\n`` + question, wrapped in ``<im_start>``/``<im_end>`` when the model uses them."""
     if getattr(config, "mm_use_im_start_end", False):
@@ -224,7 +199,7 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
     model_name = get_model_name_from_path(model_path)
     device = args.device or default_device()
     tokenizer, model, image_processor, _ = load_pretrained_model(model_path, args.model_base, model_name, device=device)
-    return LoadedModel(tokenizer, model, image_processor, model_name, resolve_conv_mode(args.conv_mode, model.config))
+    return LoadedModel(tokenizer, model, image_processor, model_name, resolve_conv_mode(model.config, args.conv_mode))
 
 
 @dataclass

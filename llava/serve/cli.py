@@ -16,7 +16,8 @@ import logging
 import sys
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
-from llava.serve.inference import ChatModel, RequestError, default_device, load_image, stats_line
+from llava.serve.inference import ChatModel, RequestError, load_image, stats_line
+from llava.utils import default_device
 
 
 def _role_label(role: str) -> str:

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import requests
 
-from llava.conversation import Conversation, conv_templates
-from llava.serve.inference import FALLBACK_CONV_MODE, RequestError
+from llava.conversation import FALLBACK_CONV_MODE, Conversation, conv_templates
+from llava.serve.inference import RequestError
 
 logger = logging.getLogger(__name__)
 

@@ -49,11 +49,10 @@ from llava.serve.examples import default_examples_dir, example_images  # noqa: E
 from llava.serve.inference import (  # noqa: E402
     ChatModel,
     RequestError,
-    default_device,
     open_image,
     stats_line,
 )
-from llava.utils import end_process  # noqa: E402
+from llava.utils import default_device, end_process  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

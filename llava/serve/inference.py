@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import requests
 import torch
@@ -38,15 +37,13 @@ from PIL import Image, UnidentifiedImageError
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN
-from llava.conversation import Conversation, conv_templates
+from llava.conversation import Conversation, conv_templates, resolve_conv_mode
 from llava.mm_utils import KeywordsStoppingCriteria, get_model_name_from_path, process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
+from llava.utils import default_device
 
 logger = logging.getLogger(__name__)
 
-#: Used when neither the checkpoint's config (``conv_mode``) nor the caller names a template:
-#: the LLaVA-1.5 template. Upstream guesses from the folder name instead; we never do.
-FALLBACK_CONV_MODE = "vicuna_v1"
 #: Upstream's worker caps every request at this many new tokens.
 MAX_NEW_TOKENS_CAP = 1024
 #: Images with more pixels are refused before decoding (PIL's own decompression-bomb limit).
@@ -61,32 +58,6 @@ class RequestError(ValueError):
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def default_device() -> str:
-    """``"cuda"`` when a GPU is visible, else ``"cpu"`` (upstream defaults to cuda and crashes on CPU)."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_conv_mode(config: Any, conv_mode: str | None = None) -> str:
-    """The conversation template for a checkpoint: ``conv_mode`` if given, else the config's.
-
-    Never guessed from the folder name. A config without ``conv_mode`` (released LLaVA-1.5
-    checkpoints) gets the LLaVA-1.5 template, ``vicuna_v1``, with a log line saying so.
-
-    Raises:
-        ValueError: the name is not in ``conv_templates``.
-    """
-    source = "--conv-mode"
-    if conv_mode is None:
-        conv_mode, source = getattr(config, "conv_mode", None), "config.json conv_mode"
-    if conv_mode is None:
-        logger.info("config.json has no conv_mode and none was given: using %s (LLaVA-1.5's template)",
-                    FALLBACK_CONV_MODE)
-        return FALLBACK_CONV_MODE
-    if conv_mode not in conv_templates:
-        raise ValueError(f"Unknown conversation template {conv_mode!r} (from {source}); known: {sorted(conv_templates)}")
-    return conv_mode
 
 
 def count_image_tags(prompt: str) -> int:

@@ -35,8 +35,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from llava.constants import WORKER_HEART_BEAT_INTERVAL
-from llava.serve.inference import ChatModel, default_device
-from llava.utils import end_process
+from llava.serve.inference import ChatModel
+from llava.utils import default_device, end_process
 
 logger = logging.getLogger(__name__)
 

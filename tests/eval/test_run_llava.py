@@ -19,7 +19,7 @@ from llava.eval import run_llava
      [], "error: --image-file gives 1 image but --query has 2 <image>s; put one <image> in the query"),
     ("{folder}/a.png", "<image> or <image-placeholder>?",
      [], "error: --query has both <image-placeholder> and <image>; mark where each image goes"),
-    ("{folder}/a.png", "What is it?", ["--conv-mode", "nope"], "error: Unknown --conv-mode 'nope'; known: ["),
+    ("{folder}/a.png", "What is it?", ["--conv-mode", "nope"], "error: Unknown conversation template 'nope' (from --conv-mode); known: ["),
 ])
 def test_bad_inputs_exit_2_with_one_line_before_the_model_loads(tmp_path, image_folder, capsys, image_file, query,
                                                                 extra, message):

@@ -13,7 +13,7 @@ import torch
 from llava.eval import (eval_qbench, merge_answers, model_vqa, model_vqa_loader, model_vqa_mmbench, model_vqa_qbench,
                         model_vqa_science, run_llava)
 from llava.eval import runner
-from llava.eval.runner import get_chunk, load_model, resolve_conv_mode
+from llava.eval.runner import get_chunk, load_model
 
 # Different lengths, so a batch needs real left padding.
 QUESTIONS = [
@@ -283,20 +283,6 @@ def test_resume_drops_a_last_line_cut_inside_a_character(tmp_path, capsys):
     assert list(answers.done) == [("1", None, "Colour?", None)]
     assert out.read_text() == whole
     assert "dropping the last line, cut short by an interrupted run" in capsys.readouterr().out
-
-
-def test_conv_mode_comes_from_the_flag_then_the_config():
-    class Config:
-        conv_mode = None
-
-    config = Config()
-    assert resolve_conv_mode(None, config) == "vicuna_v1"
-    assert resolve_conv_mode("auto", config) == "vicuna_v1"
-    config.conv_mode = "chatml"
-    assert resolve_conv_mode(None, config) == "chatml"
-    assert resolve_conv_mode("llava_v1", config) == "llava_v1"
-    with pytest.raises(ValueError, match="Unknown --conv-mode 'vicuna'"):
-        resolve_conv_mode("vicuna", config)
 
 
 def test_science_single_pred_prompt_with_text_only_questions(tmp_path, loaded, tiny_checkpoint, image_folder):

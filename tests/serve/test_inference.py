@@ -16,7 +16,6 @@ from llava.serve.inference import (
     encode_image,
     load_image,
     open_image,
-    resolve_conv_mode,
 )
 from tests.serve.conftest import CONV_MODE, draw_image, serve_folder
 
@@ -70,17 +69,6 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def test_conv_mode_comes_from_config_or_flag():
-    class Config:
-        conv_mode = "chatml"
-
-    assert resolve_conv_mode(Config()) == "chatml"
-    assert resolve_conv_mode(Config(), "vicuna_v1") == "vicuna_v1"
-    assert resolve_conv_mode(object()) == "vicuna_v1"  # released LLaVA-1.5 configs: the 1.5 template
-    with pytest.raises(ValueError, match="Unknown conversation template 'nope'"):
-        resolve_conv_mode(Config(), "nope")
 
 
 def test_thin_images_keep_at_least_one_pixel(chat_model, tmp_path):

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-base", default=None)
     parser.add_argument("--image-file", default=None,
                         help="image file or http(s) URL to talk about (omit for a text-only chat)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, mps (default: cuda if available)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, mps (default: cuda, else mps, else cpu)")
     parser.add_argument("--conv-mode", default=None, help="template (default: the checkpoint config's conv_mode)")
     parser.add_argument("--temperature", type=float, default=0.2)
     parser.add_argument("--top-p", type=float, default=0.7)

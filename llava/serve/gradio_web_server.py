@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-path", default=None, help="serve this checkpoint in-process (no controller)")
     parser.add_argument("--model-base", default=None)
     parser.add_argument("--model-name", default=None)
-    parser.add_argument("--device", default=None, help="cuda, cpu, mps (default: cuda if available)")
+    parser.add_argument("--device", default=None, help="cuda, cpu, mps (default: cuda, else mps, else cpu)")
     parser.add_argument("--load-8bit", action="store_true")
     parser.add_argument("--load-4bit", action="store_true")
     parser.add_argument("--conv-mode", default=None, help="template (default: the checkpoint config's conv_mode)")

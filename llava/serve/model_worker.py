@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-base", default=None)
     parser.add_argument("--model-name", default=None, help="name clients ask for (default: from the path)")
     parser.add_argument("--conv-mode", default=None, help="template (default: the checkpoint config's conv_mode)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, mps (default: cuda if available)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, mps (default: cuda, else mps, else cpu)")
     parser.add_argument("--multi-modal", action="store_true", help="ignored: detected from the checkpoint's config")
     parser.add_argument("--limit-model-concurrency", type=int, default=5)
     parser.add_argument("--stream-interval", type=int, default=1, help="accepted for upstream compatibility")

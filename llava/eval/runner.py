@@ -134,8 +134,10 @@ def load_questions(path: str, required: Sequence[str] = ("question_id", "text"))
 
     Raises:
         ValueError: the file has no question, or a line is not JSON, lacks a required key, has a
-            ``text`` that is not a string or an ``image`` that is not one file name; names the file
-            and line. (A line may repeat another: it is answered again, as upstream does.)
+            ``question_id`` that is not a string or an integer (answers are matched by the id's
+            text, and ``7.0`` is not a benchmark's ``7``), a ``text`` that is not a string or an
+            ``image`` that is not one file name; names the file and line. (A line may repeat
+            another: it is answered again, as upstream does.)
     """
     path = os.path.expanduser(path)
     questions = []
@@ -144,6 +146,10 @@ def load_questions(path: str, required: Sequence[str] = ("question_id", "text"))
         if missing:
             raise ValueError(f"{path}:{lineno}: question has no {', '.join(map(repr, missing))}; "
                              f"keys: {sorted(record)}")
+        qid = record.get("question_id")
+        if "question_id" in record and (not isinstance(qid, (str, int)) or isinstance(qid, bool)):
+            raise ValueError(f"{path}:{lineno}: 'question_id' must be a string or an integer, got "
+                             f"{json.dumps(qid)[:80]}")
         image = record.get("image")
         if image is not None and (not isinstance(image, str) or not image):
             raise ValueError(f"{path}:{lineno}: question_id {record['question_id']!r}: 'image' must be one file "

@@ -262,6 +262,27 @@ def test_bad_question_line_and_missing_image(tmp_path, tiny_checkpoint, image_fo
                                            tmp_path / "a.jsonl"))
 
 
+def _no_model(args):
+    raise AssertionError("the model was loaded before the bad input file was refused")
+
+
+@pytest.mark.parametrize("question_id, shown", [
+    (None, "null"), ({"id": 7}, r'\{"id": 7\}'), ([7], r"\[7\]"), (7.0, r"7\.0"), (True, "true")])
+def test_question_ids_other_than_strings_and_integers_are_refused(tmp_path, monkeypatch, image_folder,
+                                                                  question_id, shown):
+    """A null id is no id, and an object, list, float or boolean one is matched by its Python
+    text (7.0 is not the benchmark's 7): refused before the model is loaded."""
+    monkeypatch.setattr(runner, "load_model", _no_model)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question_id": 1, "image": "a.png", "text": "Hi?"}) + "\n"
+                         + json.dumps({"question_id": question_id, "image": "a.png", "text": "What?"}) + "\n")
+    args = _args(model_vqa_loader, "no-checkpoint", image_folder, str(questions), tmp_path / "a.jsonl")
+    with pytest.raises(ValueError, match=rf"q\.jsonl:2: 'question_id' must be a string or an integer, got {shown}$"):
+        model_vqa_loader.eval_model(args)
+    questions.write_text("".join(json.dumps({"question_id": q, "text": "Hi?"}) + "\n" for q in (7, "q7", 0, "")))
+    assert [q["question_id"] for q in runner.load_questions(str(questions))] == [7, "q7", 0, ""]
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--num_beams", "0", "must be >= 1, got 0"), ("--temperature", "-1", "must be >= 0, got -1"),
     ("--max_new_tokens", "0", "must be >= 1, got 0"), ("--top_p", "0", "must be > 0 and <= 1, got 0"),

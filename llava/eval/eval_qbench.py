@@ -43,13 +43,15 @@ def load_llvisionqa(path: str) -> list[dict]:
     """Q-Bench's question list, each entry checked.
 
     Raises:
-        ValueError: not a JSON list, or an entry without ``img_path``/``question`` text or with
-            candidates that are not 2 to 4 texts (names the entry's position).
+        ValueError: not a JSON list, an empty list, or an entry without ``img_path``/``question``
+            text or with candidates that are not 2 to 4 texts (names the entry's position).
     """
     path = os.path.expanduser(path)
     questions = load_json(path)
     if not isinstance(questions, list):
         raise ValueError(f"{path}: expected a JSON list of Q-Bench questions, got {type(questions).__name__}")
+    if not questions:
+        raise ValueError(f"{path}: no questions in the file")
     for position, q in enumerate(questions):
         if not isinstance(q, dict) or not all(isinstance(q.get(k), str) for k in ("img_path", "question")):
             keys = sorted(q) if isinstance(q, dict) else type(q).__name__

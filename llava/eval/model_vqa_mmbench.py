@@ -67,17 +67,24 @@ def load_mmbench(path: str) -> list[dict]:
     """The tsv rows as dicts of Python values.
 
     Raises:
-        ValueError: the tsv lacks ``index``, ``question``, ``image`` or the ``A`` column.
+        FileNotFoundError: the file does not exist.
+        ValueError: the tsv lacks ``index``, ``question``, ``image`` or the ``A`` column, or has no
+            row (names the file).
     """
     import pandas as pd  # only this runner needs pandas
 
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such file: {path!r}")
-    table = pd.read_table(path)
+    try:
+        table = pd.read_table(path)
+    except pd.errors.EmptyDataError:  # not even a header line
+        raise ValueError(f"{path}: no questions in the file (it is empty)") from None
     missing = [c for c in ("index", "question", "image", "A") if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: no {', '.join(map(repr, missing))} column(s); columns: {list(table.columns)}")
+    if table.empty:
+        raise ValueError(f"{path}: no questions in the file (only the header line)")
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
 
 

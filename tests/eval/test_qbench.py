@@ -115,3 +115,6 @@ def test_answers_are_checked_against_the_question_file(tmp_path):
     assert run(whole, questions)["accuracy"] == 1.0
     with pytest.raises(SystemExit):  # the question file is required
         eval_qbench.main(["--answers-file", str(whole)])
+    empty = questions_for(tmp_path, 0, name="empty.json")
+    with pytest.raises(ValueError, match=r"empty\.json: no questions in the file"):
+        run(whole, empty)

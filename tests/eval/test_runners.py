@@ -388,6 +388,19 @@ def test_mmbench_tsv_all_rounds_and_converter(tmp_path, loaded, tiny_checkpoint)
     assert (result["answered"], result["total"], result["extra_rounds"]) == (2, 2, 3)
 
 
+@pytest.mark.parametrize("text", ["index\tquestion\thint\tA\tB\tanswer\timage\n", ""])
+def test_mmbench_tsv_without_rows_is_refused(tmp_path, monkeypatch, text):
+    """A tsv with only its header (or nothing) has no question to answer: refused before the model loads."""
+    monkeypatch.setattr(model_vqa_mmbench, "load_model", _no_model)
+    tsv = tmp_path / "mmbench_dev.tsv"
+    tsv.write_text(text)
+    args = model_vqa_mmbench.build_parser().parse_args([
+        "--model-path", "no-checkpoint", "--question-file", str(tsv), "--answers-file", str(tmp_path / "a.jsonl"),
+        "--device", "cpu"])
+    with pytest.raises(ValueError, match=r"mmbench_dev\.tsv: no questions in the file"):
+        model_vqa_mmbench.eval_model(args)
+
+
 def test_run_llava_prints_an_answer(tiny_checkpoint, image_folder, capsys):
     answer = run_llava.main(["--model-path", tiny_checkpoint, "--image-file", f"{image_folder}/a.png",
                              "--query", "What is in the image?", "--temperature", "0", "--max_new_tokens", "6"])
@@ -460,3 +473,12 @@ def test_qbench_prompts_records_chunks_and_score(tmp_path, loaded, tiny_checkpoi
     bad.write_text(json.dumps([LLVISIONQA[0], {**LLVISIONQA[1], "candidates": ["only one"]}]))
     with pytest.raises(ValueError, match=r"bad.json: question 1 \(sub/c.png\) needs 'candidates', 2 to 4 texts"):
         model_vqa_qbench.eval_model(_args(model_vqa_qbench, tiny_checkpoint, image_folder, str(bad), tmp_path / "x"))
+
+
+def test_qbench_empty_question_list_is_refused(tmp_path, monkeypatch, image_folder):
+    monkeypatch.setattr(model_vqa_qbench, "load_model", _no_model)
+    question_file = tmp_path / "llvisionqa_dev.json"
+    question_file.write_text("[]")
+    with pytest.raises(ValueError, match=r"llvisionqa_dev\.json: no questions in the file"):
+        model_vqa_qbench.eval_model(_args(model_vqa_qbench, "no-checkpoint", image_folder, str(question_file),
+                                          tmp_path / "answers.jsonl"))

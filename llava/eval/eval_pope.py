@@ -135,7 +135,8 @@ def score_pope(annotation_dir: str, question_file: str, result_file: str) -> dic
         the answered questions of each category.
 
     Raises:
-        FileNotFoundError: ``annotation_dir`` is not a folder.
+        FileNotFoundError: ``annotation_dir`` does not exist.
+        NotADirectoryError: ``annotation_dir`` is a file, not a folder.
         ValueError: the answer file has ids not in the question file, a label file name is not
             ``coco_pope_*.json``, the folder has no label file, a question has no ``category`` or
             its category no label file, or a category in the annotation dir has no questions.
@@ -145,6 +146,9 @@ def score_pope(annotation_dir: str, question_file: str, result_file: str) -> dic
     answers = load_answers(result_file)
     coverage = check_coverage(answers, [q["question_id"] for q in questions], result_file, question_file)
 
+    if os.path.isfile(annotation_dir):
+        raise NotADirectoryError(f"POPE annotation dir is a file, not a folder: {annotation_dir!r}; give the "
+                                 f"folder that holds the {_PREFIX}<category>{_SUFFIX} files")
     if not os.path.isdir(annotation_dir):
         raise FileNotFoundError(f"POPE annotation folder not found: {annotation_dir!r}")
     label_files = sorted(os.listdir(annotation_dir))

@@ -143,3 +143,13 @@ def test_label_other_than_yes_or_no_names_file_and_line(tmp_path, jsonl, row, fo
     jsonl(label_file, rows)
     with pytest.raises(ValueError, match=rf"coco_pope_adversarial\.json:3: 'label' must be yes or no: {found}"):
         score_pope(str(ann_dir), str(qfile), str(results))
+
+
+def test_annotation_dir_that_is_a_file_is_named_as_a_file(tmp_path, jsonl):
+    ann_dir, qfile = _pope_files(tmp_path, jsonl)
+    results = jsonl(tmp_path / "answers.jsonl", [answer(1, "yes")])
+    with pytest.raises(NotADirectoryError, match=r"POPE annotation dir is a file, not a folder: "
+                                                 r".*coco_pope_random\.json"):
+        score_pope(str(ann_dir / "coco_pope_random.json"), str(qfile), str(results))
+    with pytest.raises(FileNotFoundError, match=r"POPE annotation folder not found: .*missing"):
+        score_pope(str(tmp_path / "missing"), str(qfile), str(results))

@@ -149,6 +149,8 @@ def load_pretrained_model(
         model_base: the base LLM (folder or cached hub id) for projector-only and LoRA checkpoints.
         model_name: accepted for upstream compatibility; not used to decide anything.
         device: "cuda", "cuda:1", "cpu", "mps", ... ; on CPU the model loads in float32.
+        use_flash_attn: flash-attention 2 when it imports and ``device`` is CUDA, else SDPA with a
+            warning that says why (an explicit ``attn_implementation="flash_attention_2"`` raises).
         kwargs: ``torch_dtype``/``dtype`` to override the precision; ``attn_implementation``;
             ``cache_dir`` and ``revision`` for hub ids in the cache; anything else goes to the model's
             ``from_pretrained``, as upstream.
@@ -167,8 +169,7 @@ def load_pretrained_model(
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise ValueError(f"dtype {dtype!r} is not a torch dtype (e.g. 'float16', 'bfloat16', 'float32', 'auto')")
         dtype = getattr(torch, dtype)
-    attn = select_attn_implementation(device, kwargs.pop("attn_implementation", None) or
-                                      ("flash_attention_2" if use_flash_attn else None))
+    attn = select_attn_implementation(device, kwargs.pop("attn_implementation", None), prefer_flash=use_flash_attn)
     compute_dtype = dtype if isinstance(dtype, torch.dtype) else torch.float16 if device.type == "cuda" else torch.float32
     quant = _quantization(load_8bit, load_4bit, compute_dtype)
     load_kwargs = dict(kwargs, dtype=dtype, attn_implementation=attn, local_files_only=True)

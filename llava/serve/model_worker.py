@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-register", action="store_true")
     parser.add_argument("--load-8bit", action="store_true")
     parser.add_argument("--load-4bit", action="store_true")
-    parser.add_argument("--use-flash-attn", action="store_true")
+    parser.add_argument("--use-flash-attn", action="store_true",
+                        help="flash-attention 2 when flash_attn imports on CUDA, else SDPA (with a warning)")
     return parser
 
 

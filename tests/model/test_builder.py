@@ -76,7 +76,9 @@ def test_full_checkpoint_with_upstream_vision_model_prefix(tmp_path, reference, 
     with torch.no_grad():
         for p in reference.get_vision_tower().parameters():
             p.add_(0.5)
-    _, model, _, _ = load_pretrained_model(str(folder), None, None, device="cpu")
+    # upstream's use_flash_attn on a machine that cannot use it: loads on SDPA instead of failing
+    _, model, _, _ = load_pretrained_model(str(folder), None, None, device="cpu", use_flash_attn=True)
+    assert model.config._attn_implementation == "sdpa"
     ours = model.get_vision_tower().state_dict()
     theirs = {k.replace("vision_model.", ""): v - 0.5 for k, v in reference.get_vision_tower().state_dict().items()}
     for key, value in ours.items():
@@ -417,6 +419,15 @@ def test_attention_backend_choice():
         select_attn_implementation("cpu", "flash_attention_2")
     with pytest.raises(ValueError, match="Unknown attn_implementation"):
         select_attn_implementation("cpu", "magic")
+
+
+def test_use_flash_attn_falls_back_to_sdpa_with_the_reason(caplog):
+    """Upstream's --use-flash-attn on a machine without flash-attn (or without CUDA) serves on SDPA and
+    says why; naming the backend explicitly still raises."""
+    with caplog.at_level("WARNING", logger="llava.model.attention"):
+        assert select_attn_implementation("cpu", prefer_flash=True) == "sdpa"
+    assert "flash-attention 2 cannot be used" in caplog.text and "device cpu" in caplog.text
+    assert select_attn_implementation("cpu", "eager", prefer_flash=True) == "eager"
 
 
 def test_import_failure_surfaces_real_error(tmp_path):

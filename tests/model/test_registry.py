@@ -100,3 +100,17 @@ def test_upstream_composition_of_tower_and_projector(tower_dir, llama_tokenizer,
     features = tower(torch.randn(2, 3, 56, 56))
     assert build_vision_projector(config)(features).shape == (2, tokens, config.hidden_size)
     assert build_vision_tower(config, extra_layers=()).extra_layers == ()
+
+
+def test_build_vision_tower_from_a_namespace_with_only_the_tower(tower_dir):
+    """Upstream code passes its own args; the select layer and feature default to LLaVA-1.5's."""
+    from types import SimpleNamespace
+
+    from llava.model.multimodal_encoder.builder import build_vision_tower
+
+    tower = build_vision_tower(SimpleNamespace(mm_vision_tower=str(tower_dir)))
+    explicit = build_vision_tower(SimpleNamespace(mm_vision_tower=str(tower_dir), mm_vision_select_layer=-2,
+                                                  mm_vision_select_feature="patch"))
+    assert (tower.select_layer, tower.select_feature) == (explicit.select_layer, explicit.select_feature)
+    images = torch.randn(1, 3, 56, 56)
+    torch.testing.assert_close(tower(images).patch, explicit(images).patch)

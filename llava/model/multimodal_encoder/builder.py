@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from llava.model.language_model.configuration_llava import LlavaConfig
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 
 
@@ -12,8 +13,9 @@ def build_vision_tower(vision_tower_cfg, extra_layers: tuple[int, ...] | None = 
     Any local path is accepted, whatever its name; hub names must already be in the local cache.
 
     Args:
-        vision_tower_cfg: model config or training arguments with ``mm_vision_tower``,
-            ``mm_vision_select_layer`` and ``mm_vision_select_feature``.
+        vision_tower_cfg: model config, training arguments or any namespace with ``mm_vision_tower``;
+            ``mm_vision_select_layer`` and ``mm_vision_select_feature`` default to LLaVA-1.5's
+            -2 and ``"patch"`` when it has no such attribute (upstream defaults the feature only).
         extra_layers: hidden-state indices the projector asks for, computed in the same pass;
             by default those of the config's ``mm_projector_type`` (none for upstream's), so
             ``build_vision_projector(cfg)(build_vision_tower(cfg)(images))`` works for every projector.
@@ -25,11 +27,18 @@ def build_vision_tower(vision_tower_cfg, extra_layers: tuple[int, ...] | None = 
         extra_layers = projector_vision_layers(vision_tower_cfg)
     return CLIPVisionTower(
         name,
-        select_layer=vision_tower_cfg.mm_vision_select_layer,
-        select_feature=vision_tower_cfg.mm_vision_select_feature,
+        select_layer=_setting(vision_tower_cfg, "mm_vision_select_layer"),
+        select_feature=_setting(vision_tower_cfg, "mm_vision_select_feature"),
         extra_layers=tuple(extra_layers),
         delay_load=delay_load,
     )
+
+
+def _setting(config, key: str):
+    """``config.<key>``, or LlavaConfig's default when the config has no such attribute."""
+    if hasattr(config, key):  # an explicit None stays None, and is refused by the tower
+        return getattr(config, key)
+    return getattr(LlavaConfig, key)
 
 
 def projector_vision_layers(config) -> tuple[int, ...]:

@@ -241,7 +241,7 @@ def load_pretrained_model(
         else:
             model, loaded = _apply_lora(model, model_path, config)
             # The projector, and a tower trained with the adapters, come from non_lora_trainables.bin.
-            missing = {k for k in missing if not k.startswith("model.mm_projector.") and k not in loaded}
+            missing = {k for k in missing if not k.startswith(weights.PROJECTOR_PREFIX) and k not in loaded}
         _check_llm_weights(missing, model_base)
 
     tower = model.get_vision_tower()
@@ -277,7 +277,7 @@ def load_unmatched_projector(model, missing_keys, checkpoint: str) -> None:
     Raises:
         ValueError: the checkpoint has no projector weights that fit (names the folder and keys).
     """
-    if not any(k.startswith("model.mm_projector.") for k in missing_keys):
+    if not any(k.startswith(weights.PROJECTOR_PREFIX) for k in missing_keys):
         return
     projector = model.get_model().mm_projector
     checkpoint = resolve_local(checkpoint)
@@ -336,14 +336,14 @@ def _apply_lora(model, model_path: str, config: LlavaConfig):
     trainables = weights.read_non_lora_trainables(model_path)
     own = model.state_dict()
     # Projector keys are checked by load_projector_weights, which also maps the released code's names.
-    unknown = sorted(k for k in set(trainables) - set(own) if not k.startswith("model.mm_projector."))
+    unknown = sorted(k for k in set(trainables) - set(own) if not k.startswith(weights.PROJECTOR_PREFIX))
     if unknown:
         raise ValueError(f"{weights.NON_LORA_FILE} in {model_path} has keys the model lacks: {unknown[:8]}")
-    projector = {k: v for k, v in trainables.items() if k.startswith("model.mm_projector.")}
+    projector = {k: v for k, v in trainables.items() if k.startswith(weights.PROJECTOR_PREFIX)}
     if projector:
         weights.load_projector_weights(model.get_model().mm_projector, projector, config.mm_projector_type,
                                        source=f"{model_path}/{weights.NON_LORA_FILE}")
-    rest = {k: v for k, v in trainables.items() if not k.startswith("model.mm_projector.")}
+    rest = {k: v for k, v in trainables.items() if not k.startswith(weights.PROJECTOR_PREFIX)}
     model.load_state_dict(rest, strict=False)
     model = PeftModel.from_pretrained(model, model_path)
     return model.merge_and_unload(), set(trainables)

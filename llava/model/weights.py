@@ -18,6 +18,7 @@ from torch import nn
 
 PROJECTOR_FILES = ("mm_projector.safetensors", "mm_projector.bin")
 NON_LORA_FILE = "non_lora_trainables.bin"
+TOWER_WEIGHTS_FILE = "model.safetensors"  # a trained tower's folder, as transformers writes it
 PROJECTOR_PREFIX = "model.mm_projector."
 FULL_WEIGHT_FILES = (
     "model.safetensors",
@@ -181,6 +182,25 @@ def save_projector(output_dir: str | os.PathLike, state_dict: dict[str, torch.Te
     torch.save(full, paths[0])
     save_file(full, str(paths[1]), metadata={"format": "pt"})
     return paths
+
+
+def save_non_lora_trainables(output_dir: str | os.PathLike, state_dict: dict[str, torch.Tensor]) -> Path:
+    """Writes ``non_lora_trainables.bin`` (upstream's name and format: a torch pickle whose keys keep
+    peft's ``base_model.model.`` prefix); :func:`read_non_lora_trainables` reads it back."""
+    path = Path(output_dir, NON_LORA_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, path)
+    return path
+
+
+def save_tower_weights(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor]) -> Path:
+    """Writes a CLIP tower's weights as ``<folder>/model.safetensors`` (keys as the vision model's
+    ``state_dict``), the file ``CLIPVisionModel.from_pretrained(folder)`` reads."""
+    path = Path(folder, TOWER_WEIGHTS_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}, str(path),
+              metadata={"format": "pt"})
+    return path
 
 
 def zero3_gathered(params, modifier_rank: int | None = 0):

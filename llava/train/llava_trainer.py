@@ -214,15 +214,11 @@ class LLaVATrainer(Trainer):
         folder = os.path.join(os.path.abspath(output_dir), VISION_TOWER_DIR)
         state = gathered_state_dict(tower.vision_tower.named_parameters())
         if self.args.should_save:
-            from safetensors.torch import save_file
-
             os.makedirs(folder, exist_ok=True)
             tower.vision_tower.config.save_pretrained(folder)
             tower.image_processor.save_pretrained(folder)
-            buffers = {n: b.detach().cpu() for n, b in tower.vision_tower.named_buffers()
-                       if n in tower.vision_tower.state_dict()}
-            save_file({k: v.contiguous() for k, v in {**state, **buffers}.items()},
-                      os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+            buffers = {n: b for n, b in tower.vision_tower.named_buffers() if n in tower.vision_tower.state_dict()}
+            weights.save_tower_weights(folder, {**state, **buffers})
             logger.info("The vision tower was trained: saved to %s (stage 2: --vision_tower %s)", folder, folder)
         return folder
 
@@ -232,8 +228,7 @@ class LLaVATrainer(Trainer):
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and "lora_" not in n]
         state = gathered_state_dict(named)
         if self.args.should_save:
-            os.makedirs(output_dir, exist_ok=True)
-            torch.save(state, os.path.join(output_dir, weights.NON_LORA_FILE))
+            weights.save_non_lora_trainables(output_dir, state)
             save_config(self._config(), output_dir)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -276,12 +271,10 @@ class LLaVATrainer(Trainer):
         state = weights.read_state_dict(folder)  # mm_projector.safetensors, else mm_projector.bin
         weights.load_projector_weights(llava.get_model().mm_projector, state, llava.config.mm_projector_type,
                                        source=str(folder))
-        tower_file = folder / VISION_TOWER_DIR / "model.safetensors"
+        tower_file = folder / VISION_TOWER_DIR / weights.TOWER_WEIGHTS_FILE
         tower = llava.get_vision_tower()
         if tower_file.is_file() and tower is not None:
-            from safetensors.torch import load_file
-
-            tower.vision_tower.load_state_dict(load_file(str(tower_file)))
+            tower.vision_tower.load_state_dict(weights.read_state_dict(tower_file))
         rest = {k: v for k, v in state.items() if "mm_projector." not in k}
         if rest:
             unexpected = llava.load_state_dict(rest, strict=False).unexpected_keys

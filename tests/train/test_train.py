@@ -114,11 +114,13 @@ def test_gradient_accumulation_by_length_trains_like_one_batch(tmp_path, llama_b
         torch.testing.assert_close(weights["micro"][key], value, rtol=1e-4, atol=1e-6, msg=key)
 
 
-def test_stage1_killed_midway_resumes_to_the_same_end(tmp_path, llama_base, train_tower, tiny_data):
+@pytest.mark.parametrize("tower", [False, True], ids=["frozen-tower", "trained-tower"])
+def test_stage1_killed_midway_resumes_to_the_same_end(tmp_path, llama_base, train_tower, tiny_data, tower):
     def args(out):
+        extra = {"unfreeze_mm_vision_tower": True, "mm_vision_tower_lr": "1e-3"} if tower else {}
         return common_args(out, llama_base, train_tower, tiny_data["stage1"], tiny_data["image_folder"],
                            version="plain", tune_mm_mlp_adapter=True, mm_projector_type="mlp2x_gelu",
-                           save_strategy="steps", save_steps=2)
+                           save_strategy="steps", save_steps=2, **extra)
 
     reference = tmp_path / "uninterrupted"
     train(argv=args(reference))
@@ -138,6 +140,12 @@ def test_stage1_killed_midway_resumes_to_the_same_end(tmp_path, llama_base, trai
     ours, theirs = load_file(run / "mm_projector.safetensors"), load_file(reference / "mm_projector.safetensors")
     for key in theirs:
         torch.testing.assert_close(ours[key], theirs[key])
+    if tower:  # the tower trained up to checkpoint-2 is read back from there, not restarted from its folder
+        assert (checkpoint / "vision_tower" / "model.safetensors").is_file()
+        ours, theirs = (load_file(out / "vision_tower" / "model.safetensors") for out in (run, reference))
+        assert any(not torch.equal(theirs[k], v) for k, v in load_file(Path(train_tower) / "model.safetensors").items())
+        for key in theirs:
+            torch.testing.assert_close(ours[key], theirs[key])
 
 
 @pytest.mark.parametrize("added_tokens", [{}, {"mm_use_im_start_end": True}], ids=["no-tokens", "start-end"])

@@ -345,3 +345,30 @@ def test_keywords_stopping_in_real_generate_with_inputs_embeds(chatml_tok):
         # configured, transformers pads the rows that are already done.
         eos_token_id=chatml_tok.convert_tokens_to_ids("<|im_start|>"))
     assert out.tolist() == [[40, 41, end, 0, 0], [40, 41, 42, 43, end]]
+
+
+def test_keywords_stopping_any_keyword_spelled_one_character_per_token(chatml_tok):
+    """A model can write a stop string in more tokens than the string's own ids (here one per
+    character): the decoded tail is long enough to find it, and any one of the keywords stops the row."""
+    keyword = "the grass"
+    criteria = KeywordsStoppingCriteria([keyword, "<|im_end|>"], chatml_tok,
+                                        torch.tensor([_ids(chatml_tok, "USER: hi")]))
+    chars = chatml_tok.convert_tokens_to_ids(["Ġ" if ch == " " else ch for ch in keyword])
+    assert chatml_tok.decode(chars) == keyword and len(chars) > len(criteria.keyword_ids[0]) + 1
+    other = chatml_tok.convert_tokens_to_ids("x")
+    rows = torch.tensor([[other] + chars, [other] + chars[:-1] + [other]])
+    assert criteria(rows, None).tolist() == [True, False]
+
+
+def test_keywords_stopping_ignores_a_stop_string_that_ends_the_prompt(chatml_tok):
+    """The plain template's prompt ends with its own stop string ("\\n"): the answer is not cut
+    before it starts, and stops at its own newline."""
+    conv = conv_templates["plain"].copy()
+    conv.append_message(conv.roles[0], "<image>\nWhat is this?")
+    conv.append_message(conv.roles[1], None)
+    assert conv.get_prompt().endswith(conv.stop_str)
+    prompt = tokenizer_image_token(conv.get_prompt(), chatml_tok)
+    criteria = KeywordsStoppingCriteria([conv.stop_str], chatml_tok, torch.tensor([prompt]))
+    word, newline = _ids(chatml_tok, "A"), _ids(chatml_tok, "\n")
+    assert criteria(torch.tensor([prompt + word]), None).tolist() == [False]
+    assert criteria(torch.tensor([prompt + word + newline]), None).tolist() == [True]

@@ -217,6 +217,17 @@ def test_get_images_caps_size_and_rejects_unknown_mode():
         conv.get_images()
 
 
+def test_get_images_caps_tall_near_square_and_thin_images_as_upstream():
+    """Upstream's rule: the longer side at most 1344 and the shorter at most 672, the aspect ratio
+    kept; a tall image stays tall, and a sliver keeps 1 px rather than 0 (which PIL refuses)."""
+    for size, expected in [((1000, 3000), (448, 1344)), ((2000, 1800), (746, 672)), ((3000, 2), (1344, 1)),
+                           ((2, 3000), (1, 1344))]:
+        conv = conv_templates["vicuna_v1"].copy()
+        conv.append_message(conv.roles[0], ("Q", _demo_image(size), "Default"))
+        (image,) = conv.get_images(return_pil=True)
+        assert image.size == expected, size
+
+
 def test_dict_reduces_tuples_to_text():
     conv = two_turns("vicuna_v1", first=("<image>\nWhat is this?", _demo_image(), "Default"))
     d = conv.dict()
@@ -263,6 +274,7 @@ def test_conv_mode_auto_takes_the_config_then_vicuna_v1(requested, caplog):
     assert resolve_conv_mode(_Config("chatml"), requested) == "chatml"
     with caplog.at_level("INFO", logger="llava.conversation"):
         assert resolve_conv_mode(_Config(), requested) == "vicuna_v1"
+        assert resolve_conv_mode(_Config(""), requested) == "vicuna_v1"  # an empty conv_mode names none
         assert resolve_conv_mode(object(), requested) == "vicuna_v1"  # released LLaVA-1.5 configs
     assert "config.json has no conv_mode and none was given: using vicuna_v1" in caplog.text
 

@@ -70,6 +70,13 @@ def test_chat_templates_train_only_the_replies(version, tok_name, stop, request)
     assert all(result.input_ids[i] == lab for i, lab in trained)
 
 
+def test_mmtag_versions_wrap_the_image_tag_as_upstream():
+    """Upstream's training rule for the *_mmtag templates: the moved tag becomes <Image><image></Image>."""
+    turns = preprocess_multimodal(TURNS, mm_use_im_start_end=False, version="v1_mmtag")
+    assert turns[0]["value"] == "<Image><image></Image>\nWhat is in the image?"
+    assert preprocess_multimodal(TURNS, mm_use_im_start_end=False, version="v1")[0]["value"].startswith("<image>\n")
+
+
 def test_plain_template_masks_everything_but_the_caption(llama_tok):
     conv = conversation_template("plain")
     turns = [{"from": "human", "value": "<image>\nDescribe the image."}, {"from": "gpt", "value": "A red car."}]
@@ -158,6 +165,50 @@ def test_a_sample_that_cannot_fit_names_itself(llama_tok):
         dataset.tokenize(0)
     check = check_tokenization(dataset)
     assert [b.sample_id for b in check.too_long] == ["no-answer"] and check.too_long[0].reason == "too_long"
+
+
+def test_a_prompt_that_ends_one_token_past_room_for_its_image_says_so(llama_tok):
+    """The boundary case: the text up to the image plus its visual tokens is one token too long. The
+    error is about the image not fitting (cutting the text there would cut the image token off)."""
+    conv = conv_templates["vicuna_v1"]
+    sample = _image_sample("edge", question_words=5)
+    full = preprocess(preprocess_multimodal(sample["conversations"], mm_use_im_start_end=False), llama_tok, conv)
+    position, visual = full.input_ids.index(IMAGE_TOKEN_INDEX), 8
+    dataset = LazySupervisedDataset([sample], llama_tok, conv, num_image_tokens=visual,
+                                    model_max_length=position + visual - 1, image_processor=object())
+    with pytest.raises(SampleTooLongError, match=rf"'edge'.*its text up to the image is {position + 1} tokens and "
+                                                 rf"the image adds {visual} visual tokens"):
+        dataset.tokenize(0)
+
+
+def test_the_length_bound_counts_visual_tokens(llama_tok):
+    """A sample with little text and many visual tokens is not cleared by the byte bound: the full
+    length check tokenizes it and finds it too long before training."""
+    conv = conv_templates["vicuna_v1"]
+    dataset = LazySupervisedDataset([_image_sample("first"), _image_sample("many-visual")], llama_tok, conv,
+                                    num_image_tokens=300, model_max_length=320, image_processor=object())
+    text_only = LazySupervisedDataset([_image_sample("first"), _image_sample("many-visual")], llama_tok, conv,
+                                      num_image_tokens=0, model_max_length=320, image_processor=object())
+    assert text_only.surely_fits(1) and not dataset.surely_fits(1)
+    check = check_tokenization(dataset, max_samples=0, check_all_lengths=True)
+    assert [b.sample_id for b in check.too_long] == ["first", "many-visual"] and check.length_checked == 2
+
+
+def test_only_the_checked_samples_count_as_mismatched(llama_tokenizer_dir):
+    """Mismatches are a share of the samples tokenized for the check (``checked``): a later sample
+    tokenized only for its length does not add to them (the run's mismatch ratio would pass 100%)."""
+    tokenizer = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
+    tokenizer.add_tokens(["T: A"])
+    samples = [{"id": f"s{i}", "conversations": [{"from": "human", "value": "Hi"},
+                                                  {"from": "gpt", "value": ("A cat." if i % 2 else "The cat.")}]}
+               for i in range(4)]
+    dataset = LazySupervisedDataset(samples, tokenizer, conv_templates["vicuna_v1"], num_image_tokens=0,
+                                    model_max_length=128)
+    assert not any(dataset.surely_fits(i) for i in range(4))  # so every length is checked by tokenizing
+    check = check_tokenization(dataset, max_samples=2, check_all_lengths=True)
+    assert (check.checked, check.length_checked) == (2, 4)
+    assert [sid for sid, _ in check.mismatched] == ["s1"]
+    assert check.mismatch_message().startswith("tokenization mismatch in 1 of 2 checked samples")
 
 
 def test_null_image_is_a_text_only_sample(llama_tok):

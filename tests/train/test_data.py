@@ -16,7 +16,12 @@ from llava.conversation import conv_templates
 from llava.data.collator import DataCollatorForSupervisedDataset
 from llava.data.dataset import LazySupervisedDataset, SampleTooLongError, check_tokenization
 from llava.data.preprocess import conv_mode_for_version, conversation_template, preprocess, preprocess_multimodal
-from llava.data.sampler import LengthGroupedSampler, get_length_grouped_indices, get_modality_length_grouped_indices
+from llava.data.sampler import (
+    LengthGroupedSampler,
+    get_length_grouped_indices,
+    get_modality_length_grouped_indices,
+    split_megabatch,
+)
 from llava.data.validation import check_data_file, enforce_report, load_records
 from llava.mm_utils import tokenizer_image_token
 
@@ -284,6 +289,47 @@ def test_modality_sampler_keeps_modalities_apart_and_is_reproducible():
     assert list(LengthGroupedSampler(2, 2, lengths, group_by_modality=True, seed=3)) == first
     sampler.set_epoch(1)
     assert sorted(list(sampler)) == sorted(first)
+
+
+def test_each_epoch_draws_a_new_order():
+    lengths = [10, -5, 20, 30, -7, 40, 15, -9, 25, 35, 12, -3, 50, -4, 8, -6]
+    for group_by_modality in (True, False):
+        sampler = LengthGroupedSampler(2, 2, lengths, group_by_modality=group_by_modality, seed=3)
+        orders = []
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            orders.append(list(sampler))
+        assert all(sorted(order) == list(range(len(lengths))) for order in orders)
+        assert len({tuple(order) for order in orders}) == 3, group_by_modality
+        sampler.set_epoch(1)
+        assert list(sampler) == orders[1]  # the same again after a resume
+
+
+def test_image_and_text_megabatches_are_shuffled_together():
+    """Upstream shuffles the megabatches of both modalities into one order: an epoch does not see
+    every image step first and every text step after."""
+    lengths = [10 + i for i in range(32)] + [-(10 + i) for i in range(32)]
+    order = get_modality_length_grouped_indices(lengths, batch_size=2, world_size=2,
+                                                generator=torch.Generator().manual_seed(0))
+    image_steps = [lengths[order[i]] > 0 for i in range(0, len(order), 4)]
+    # 7 full megabatches of each modality, then the two leftovers (4 + 4 samples) as the last one
+    assert sum(image_steps[:14]) == 7 and image_steps[:14] != sorted(image_steps[:14], reverse=True)
+
+
+def test_a_zero_modality_length_is_refused():
+    """The sign carries the modality: a length of 0 would belong to neither and drop out of the epoch."""
+    with pytest.raises(ValueError, match="modality lengths must be non-zero"):
+        get_modality_length_grouped_indices([5, 0, -3, 4], batch_size=1, world_size=1)
+
+
+def test_a_short_last_megabatch_fills_the_accumulation_steps():
+    """10 samples where a megabatch holds 16 (4 per step): still 4 accumulation steps, of 3, 3, 3 and 1
+    samples in length order, not a fifth step."""
+    lengths = list(range(100, 90, -1))
+    chunks = split_megabatch(list(range(10)), lengths, world_size=4, accumulation_steps=4)
+    assert chunks == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    two_processes = split_megabatch(list(range(10)), lengths, world_size=4, accumulation_steps=2)
+    assert len(two_processes) == 4 and sorted(i for c in two_processes for i in c) == list(range(10))
 
 
 def _padded_tokens(order: list[int], lengths: list[int], batch_size: int) -> int:

@@ -419,6 +419,38 @@ def test_every_bad_sample_is_listed_with_its_id(tmp_path, image_folder):
     assert "(index 4)" in message
 
 
+@pytest.mark.parametrize("sample, reason", [
+    ({"conversations": []}, "no_conversations"),
+    ({"conversations": [{"from": "human", "value": "Q?"}]}, "bad_conversations"),  # nothing to train on
+    ({"image": "ok.png", "conversations": [{"from": "human", "value": "<image>\nQ? <image>"},
+                                           {"from": "gpt", "value": "A."}]}, "bad_image_tags"),
+    ({"image": "ok.png", "conversations": [{"from": "human", "value": "Q?"},
+                                           {"from": "gpt", "value": "A <image>."}]}, "bad_image_tags"),
+    ({"image": ["ok.png"], "conversations": [{"from": "human", "value": "<image>\nQ?"},
+                                             {"from": "gpt", "value": "A."}]}, "bad_image_tags"),
+], ids=["empty-conversations", "no-gpt-turn", "two-tags", "tag-in-reply", "image-list"])
+def test_samples_the_model_cannot_train_on_are_bad(tmp_path, image_folder, sample, reason):
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([_good("fine", "ok.png"), {"id": "bad", **sample}]))
+    good, report = check_data_file(path, str(image_folder))
+    assert [s["id"] for _, s in good] == ["fine"]
+    assert [(b.sample_id, b.index, b.reason) for b in report.bad] == [("bad", 1, reason)]
+
+
+def test_bad_samples_are_listed_in_file_order_and_a_long_list_is_cut(tmp_path, image_folder):
+    samples = [_good("gone", "nowhere.png"), {"id": "no-conv"}, _good("fine", "ok.png"), _good("gone-too", "x.png")]
+    samples += [{"id": f"n{i}"} for i in range(100)]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(samples))
+    _, report = check_data_file(path, str(image_folder))
+    assert [b.sample_id for b in report.bad[:3]] == ["gone", "no-conv", "gone-too"]
+    with pytest.raises(ValueError) as err:
+        enforce_report(report, skip_bad_samples=False, report_file="out/data_check_report.json")
+    listed = [line for line in str(err.value).splitlines() if line.startswith("  - ")]
+    assert len(listed) == 100 and listed[-1].startswith("  - sample 'n96' (index 100)")
+    assert "  ... and 3 more (all listed in out/data_check_report.json)" in str(err.value)
+
+
 def test_an_image_cut_short_is_found_before_training(tmp_path, image_folder):
     """A JPEG cut short (a partial download) has sound headers; it is found by decoding it, as
     training will, not hours into the run."""
@@ -466,6 +498,15 @@ def test_jsonl_bad_line_is_a_bad_sample_with_its_line(tmp_path):
     assert [s["id"] for _, s in good] == ["a", "c"]
     (bad,) = report.bad
     assert bad.reason == "invalid_json" and bad.line == 3 and "line 3, column" in bad.describe()
+
+
+def test_jsonl_indices_count_a_bad_line(tmp_path):
+    """A sample's index is its place in the file: an invalid line before it still counts."""
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(_good("a")) + "\n" + "{oops\n" + json.dumps(_good("c")) + "\n")
+    good, report = check_data_file(path, None)
+    assert [(i, s["id"]) for i, s in good] == [(0, "a"), (2, "c")]
+    assert [(b.index, b.line) for b in report.bad] == [(1, 2)]
 
 
 @pytest.mark.parametrize("name", ["data.jsonl", "data.json", "data"])
@@ -517,6 +558,17 @@ def test_plain_template_needs_image_and_caption(tmp_path, image_folder):
     path.write_text(json.dumps([_good("cap", "ok.png"), _good("txt")]))
     _, report = check_data_file(path, str(image_folder), plain=True)
     assert [(b.sample_id, b.reason) for b in report.bad] == [("txt", "plain_needs_caption")]
+
+
+def test_plain_template_needs_exactly_one_caption_turn(tmp_path, image_folder):
+    """preprocess_plain trains on the first reply only: a multi-turn chat is refused, not cut short."""
+    chat = _good("chat", "ok.png")
+    chat["conversations"] += [{"from": "human", "value": "More?"}, {"from": "gpt", "value": "No."}]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([_good("cap", "ok.png"), chat]))
+    _, report = check_data_file(path, str(image_folder), plain=True)
+    assert [(b.sample_id, b.reason) for b in report.bad] == [("chat", "plain_needs_caption")]
+    assert "got 4 turns" in report.bad[0].detail
 
 
 def test_unreadable_image_at_load_time_names_sample_and_path(tmp_path, image_folder, llama_tok):

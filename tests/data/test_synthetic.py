@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
@@ -22,8 +23,10 @@ from llava.data.synthetic import (
     VOCAB,
     SyntheticConfig,
     _background,
+    caption,
     class_labels,
     generate,
+    longest_samples,
     main,
     score_answers,
     stage0_batch,
@@ -210,6 +213,52 @@ def test_training_answers_agree_with_labels(dataset):
         for turn in sample["conversations"][1::2]:
             if " " not in turn["value"]:  # short answers; the rest are captions
                 assert turn["value"] in attrs[sample["image"]].values(), (sample["id"], turn)
+
+
+def test_text_only_answers_are_right(tmp_path):
+    """The text-only questions (no image) of stage 2 are answered correctly: sides, sums, words, paint."""
+    generate(tmp_path, SyntheticConfig(num_stage1=0, num_stage2=40, num_eval=0, image_size=32, text_only_fraction=1.0))
+    mixes = {("blue", "yellow"): "green", ("red", "yellow"): "orange", ("red", "blue"): "purple"}
+    seen = set()
+    for sample in _load(tmp_path, "stage2.json"):
+        conv = sample["conversations"]
+        for q, a in zip(conv[::2], conv[1::2]):
+            text = q["value"].removesuffix("\n" + ANSWER_PROMPT)
+            if m := re.fullmatch(r"How many sides does a (triangle|square) have\?", text):
+                expected, what = {"triangle": "3", "square": "4"}[m[1]], m[1]
+            elif m := re.fullmatch(r"What is (\d+) plus (\d+)\?", text):
+                expected, what = str(int(m[1]) + int(m[2])), "sum"
+            elif m := re.fullmatch(r"Write the word ([A-Z]+) in lowercase letters\.", text):
+                expected, what = m[1].lower(), "word"
+            elif m := re.fullmatch(r"What color do you get by mixing (\w+) and (\w+) paint\?", text):
+                expected, what = mixes[(m[1], m[2])], "paint"
+            else:
+                raise AssertionError(f"unexpected text-only question {text!r}")
+            assert a["value"] == expected, (sample["id"], text, a["value"])
+            seen.add(what)
+    assert seen == {"triangle", "square", "sum", "word", "paint"}
+
+
+def test_captions_name_every_attribute_with_the_right_article():
+    assert caption({"kind": "object", "color": "orange", "shape": "star", "position": "left"}) == \
+        "An orange star on the left."
+    assert caption({"kind": "object", "color": "red", "shape": "circle", "position": "center"}) == \
+        "A red circle in the center."
+    assert caption({"kind": "count", "color": "blue", "shape": "cross", "count": "3"}) == "Three blue crosses."
+    assert caption({"kind": "word", "color": "green", "word": "cat"}) == 'The word "CAT" written in green.'
+
+
+def test_longest_samples_bound_every_generated_sample(tmp_path):
+    """The quickstart sizes model_max_length from longest_samples: no sample the generator writes,
+    a description turn included, may be longer (by any measure; characters and words here)."""
+    out = tmp_path / "d"
+    generate(out, SyntheticConfig(num_stage1=30, num_stage2=60, num_eval=0, image_size=32, caption_turn_prob=1.0))
+    for measure in (len, lambda text: len(text.split())):
+        longest = longest_samples(measure)
+        for stage in ("stage1", "stage2"):
+            bound = sum(measure(t["value"]) for t in longest[stage]["conversations"])
+            sizes = [sum(measure(t["value"]) for t in s["conversations"]) for s in _load(out, f"{stage}.json")]
+            assert max(sizes) <= bound, stage
 
 
 # --- answers against pixels -------------------------------------------------------------------

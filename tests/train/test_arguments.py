@@ -139,6 +139,8 @@ def test_aliases_and_upstream_defaults(tmp_path):
     assert model_args.mm_use_im_patch_token is True and model_args.mm_vision_select_layer == -1  # upstream's
     assert model_args.scale_factor is None  # None: the LlavaConfig default applies
     assert data_args.skip_bad_samples is False and data_args.image_aspect_ratio == "square"
+    assert data_args.check_images is True  # every image is decoded before training unless asked not to
+    assert (training_args.lora_alpha, training_args.lora_dropout) == (16, 0.05)  # upstream's
     _, _, training_args = parse_arguments(["--output_dir", str(tmp_path), "--eval_strategy", "no", "--use_cpu",
                                            "True", "--report_to", "none"])
     assert training_args.eval_strategy == "no"
@@ -148,6 +150,8 @@ def test_aliases_and_upstream_defaults(tmp_path):
     (["--bits", "3"], "--bits"),
     (["--warmup_ratio", "0.1", "--warmup_steps", "5"], "not both"),
     (["--lora_bias", "some"], "lora_bias"),
+    (["--quant_type", "int4"], r"--quant_type must be nf4 or fp4, got 'int4'"),
+    (["--warmup_ratio", "1"], r"--warmup_ratio must be in \[0, 1\), got 1"),  # 1 would mean one warm-up step
     (["--image_aspect_ratio", "padd"], r"--image_aspect_ratio must be 'pad' or 'square' .*got 'padd'"),
     (["--model_max_length", "0"], r"--model_max_length must be a positive number of tokens, got 0"),
     (["--max_tokenization_mismatch_ratio", "-1"], r"--max_tokenization_mismatch_ratio .* in \[0, 1\]; got -1"),
@@ -216,6 +220,23 @@ def test_model_paths_are_found_before_the_data_is_read(tmp_path, train_tower):
         run(llm, str(tmp_path / "no-tower"))
     with pytest.raises(FileNotFoundError, match=r"Data file not found: .*no\.json"):
         run(llm, train_tower)
+
+
+def test_image_samples_without_a_vision_tower_are_refused_before_the_model_loads(tmp_path):
+    """The LLM folder here holds only a config.json: the data check must stop the run first."""
+    from PIL import Image
+
+    from llava.train.train import train
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "images" / "a.png")
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([{"id": "a", "image": "a.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat color?"}, {"from": "gpt", "value": "Red."}]}]))
+    with pytest.raises(ValueError, match=r"1 samples in .*data\.json have images but no --vision_tower is given"):
+        train(argv=["--model_name_or_path", config_only_llm(tmp_path / "llm"), "--data_path", str(data),
+                    "--image_folder", str(tmp_path / "images"), "--output_dir", str(tmp_path / "out"),
+                    "--version", "v1", "--use_cpu", "True", "--report_to", "none"])
 
 
 @pytest.mark.parametrize("bits", ["4", "8"])

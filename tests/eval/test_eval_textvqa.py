@@ -100,7 +100,8 @@ def test_a_pair_shared_by_two_annotations_takes_two_answers(tmp_path, json_file,
     assert (result["answered"], result["total"], result["unanswered_ids"]) == (2, 2, [])
     assert result["accuracy"] == pytest.approx(0.5)
     one = jsonl(tmp_path / "one.jsonl", [answer("img1", "go", prompt)])
-    assert score_textvqa(str(ann), str(one))["unanswered_ids"] == [11]
+    result = score_textvqa(str(ann), str(one))
+    assert result["unanswered_ids"] == [11] and result["accuracy"] == 1.0  # the last annotation's answers
     three = jsonl(tmp_path / "three.jsonl", [answer("img1", "go", prompt)] * 3)
     with pytest.raises(ValueError, match="1 answer\\(s\\) repeat a question"):
         score_textvqa(str(ann), str(three))

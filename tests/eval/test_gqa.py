@@ -60,3 +60,17 @@ def test_gqa_convert_rejects_bad_line(tmp_path):
     with pytest.raises(ValueError, match=r"merge\.jsonl:2"):
         convert_gqa_for_eval.convert_gqa(str(src), str(tmp_path / "out.json"))
     assert not (tmp_path / "out.json").exists()
+
+
+def test_gqa_predictions_are_normalised_and_repeats_refused(tmp_path, json_file):
+    questions = json_file(tmp_path / "questions.json", {
+        "q1": {"answer": "yes", "types": {"structural": "verify", "semantic": "attr"}},
+        "q2": {"answer": "left", "types": {"structural": "choose", "semantic": "rel"}}})
+    predictions = json_file(tmp_path / "predictions.json", [
+        {"questionId": "q1", "prediction": " Yes. "}, {"questionId": "q2", "prediction": "Left.\n"}])
+    assert eval_gqa.score_gqa(str(questions), str(predictions))["accuracy"] == 100.0
+    repeated = json_file(tmp_path / "repeated.json", [
+        {"questionId": "q1", "prediction": "yes"}, {"questionId": "q2", "prediction": "left"},
+        {"questionId": "q1", "prediction": "no"}])
+    with pytest.raises(ValueError, match=r"repeated\.json: repeated questionId\(s\): \['q1'\]"):
+        eval_gqa.score_gqa(str(questions), str(repeated))

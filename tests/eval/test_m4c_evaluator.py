@@ -34,6 +34,7 @@ from llava.eval.m4c_evaluator import (
         ("it's", "it 's"),  # possessive/contraction 's is split off
         ("one-way", "1 way"),  # '-' not touching a space becomes a space
         ("hot - dog", "hot dog"),  # punctuation touching a space is deleted
+        ("t-shirt -blue", "tshirt blue"),  # one '-' touches a space: every '-' is deleted, as in the official code
         ("(dog)", "dog"),
         ('"stop"', "stop"),
         ("red,blue", "redblue"),

@@ -7,7 +7,15 @@ from llava.eval import (
     convert_mmvet_for_eval,
     eval_textvqa,
 )
-from llava.eval.io_utils import Coverage, check_coverage, index_by_id, load_answers, load_json, load_jsonl
+from llava.eval.io_utils import (
+    Coverage,
+    check_coverage,
+    format_ids,
+    index_by_id,
+    load_answers,
+    load_json,
+    load_jsonl,
+)
 
 from .conftest import answer, write_json
 
@@ -89,3 +97,10 @@ def test_a_byte_order_mark_is_skipped(tmp_path):
     whole = tmp_path / "annotations.json"
     whole.write_bytes(b"\xef\xbb\xbf" + b'{"data": [1, 2]}')
     assert load_json(whole) == {"data": [1, 2]}
+
+
+def test_format_ids_says_how_many_are_left_out():
+    assert format_ids(range(10)) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9"  # exactly the limit: nothing left out
+    assert format_ids(range(12)) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ... (2 more)"
+    assert format_ids(["a", "b", "c"], limit=2) == "'a', 'b', ... (1 more)"
+    assert format_ids(["a b"], quote=False) == "a b"

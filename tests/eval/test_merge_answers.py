@@ -73,3 +73,10 @@ def test_repeated_question_across_a_chunk_boundary(tmp_path, jsonl):
     jsonl(other, [{"question_id": 1, "question": "Who?"}])
     with pytest.raises(ValueError, match=r"other\.jsonl:1: a question has no 'text' field"):
         merge_answers.main([*argv, "--question-file", str(other)])
+
+
+def test_zero_chunks_is_refused(tmp_path):
+    """Not an empty merge.jsonl that scores as 'nothing answered'."""
+    with pytest.raises(ValueError, match="num_chunks must be >= 1, got 0"):
+        merge_answers.main(["--answers-dir", str(tmp_path), "--num-chunks", "0"])
+    assert not (tmp_path / "merge.jsonl").exists()

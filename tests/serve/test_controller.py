@@ -35,6 +35,40 @@ def test_registry_dispatch_and_expiration():
         Controller("fastest")
 
 
+def test_heart_beats_keep_a_worker_listed_and_report_its_queue():
+    controller = Controller("shortest_queue", heart_beat_expiration=0.2)
+    controller.register_worker("http://a", True, {**STATUS, "queue_length": 5})
+    controller.register_worker("http://b", True, {**STATUS, "queue_length": 2})
+    assert controller.get_worker_address("m") == "http://b"
+    assert controller.receive_heart_beat("http://a", 0)  # a is idle now
+    assert controller.get_worker_address("m") == "http://a"
+    time.sleep(0.3)
+    assert controller.receive_heart_beat("http://a", 1)  # a is alive, b silent
+    assert controller.remove_stale_workers_by_expiration() == ["http://b"]
+    assert controller.list_models() == ["m"]
+
+
+def test_shortest_queue_counts_dispatched_requests_and_worker_speed():
+    controller = Controller("shortest_queue")
+    for name in ("http://a", "http://b"):
+        controller.register_worker(name, False, STATUS)
+    # each request joins the queue of the worker it went to, until that worker's next heart beat
+    assert [controller.get_worker_address("m") for _ in range(4)] == ["http://a", "http://b"] * 2
+    fast = Controller("shortest_queue")
+    fast.register_worker("http://fast", False, {**STATUS, "queue_length": 2, "speed": 4})
+    fast.register_worker("http://slow", False, {**STATUS, "queue_length": 1, "speed": 1})
+    assert fast.get_worker_address("m") == "http://fast"  # 2 queued at 4x speed wait less than 1 at 1x
+
+
+def test_lottery_picks_in_proportion_to_speed():
+    lottery = Controller("lottery", seed=0)
+    for name, speed in (("http://a", 1), ("http://b", 3), ("http://stopped", 0)):
+        lottery.register_worker(name, False, {**STATUS, "speed": speed})
+    picks = [lottery.get_worker_address("m") for _ in range(400)]
+    assert "http://stopped" not in picks
+    assert 260 < picks.count("http://b") < 340  # 3 of 4 on average
+
+
 def test_worker_registers_and_the_proxy_streams_and_reports_failures(worker_server, chat_model):
     controller = Controller("shortest_queue")
     with ServerThread(create_app(controller)) as server:

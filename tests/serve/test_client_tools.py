@@ -4,12 +4,14 @@ a real controller and model worker on 127.0.0.1."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 
 from llava.serve import register_worker, test_message
 from llava.serve.controller import Controller, create_app
@@ -144,3 +146,35 @@ def test_test_message_refuses_an_empty_image_file(capsys):
         test_message.main(["--worker-address", "http://127.0.0.1:9", "--image-file", " "])
     assert exit_info.value.code == 2
     assert "--image-file is empty: give an image file or URL" in capsys.readouterr().err
+
+
+def test_worker_backend_sends_upstreams_request_and_shows_only_the_reply():
+    """Upstream's worker streams the prompt and the reply so far: the client shows the reply, stripped.
+    It caps max_new_tokens at upstream's 1536 and takes a worker URL given with a trailing slash."""
+    from llava.serve.client import WorkerBackend
+
+    received = []
+    app = FastAPI()
+
+    @app.post("/worker_get_status")
+    async def status():
+        return {"model_names": ["m"], "speed": 1, "queue_length": 0, "conv_mode": "vicuna_v1"}
+
+    @app.post("/worker_generate_stream")
+    async def generate(request: Request):
+        params = await request.json()
+        received.append(params)
+        return StreamingResponse(json.dumps({"text": params["prompt"] + text, "error_code": 0}).encode() + b"\0"
+                                 for text in (" A", " A cat.\n"))
+
+    with ServerThread(app) as worker:
+        backend = WorkerBackend(worker.url + "/")
+        assert backend.list_models() == ["m"]
+        conv = backend.new_conversation("m")
+        conv.append_message(conv.roles[0], "Hi")
+        conv.append_message(conv.roles[1], None)
+        chunks = list(backend.stream("m", conv, temperature=0.2, top_p=0.7, max_new_tokens=5000))
+    assert [(c.text, c.error) for c in chunks] == [("A", None), ("A cat.", None)]
+    [params] = received
+    assert (params["model"], params["prompt"], params["stop"], params["images"]) == ("m", conv.get_prompt(), "</s>", [])
+    assert (params["temperature"], params["top_p"], params["max_new_tokens"]) == (0.2, 0.7, 1536)

@@ -89,6 +89,18 @@ def test_report_rebuilds_from_json(tiny_run, tmp_path):
     assert "chart.png" not in text and not (tmp_path / "chart.png").exists()
 
 
+def test_report_memory_table_switches_to_gib_from_10_gib(tiny_run):
+    _, data = tiny_run
+    data = json.loads(json.dumps(data))
+    base = data["results"][0]
+    base["inference"]["1"]["peak_memory_mib"] = 2048.0
+    base["inference"]["2"]["peak_memory_mib"] = 10240.0
+    base["training"]["stage1"]["peak_memory_mib"] = 20480.0
+    memory = report.markdown(data).split("## Peak memory", 1)[1]
+    row = next(line for line in memory.splitlines() if line.startswith("| `mlp2x_gelu@144` |"))
+    assert row.startswith("| `mlp2x_gelu@144` | 2048 MiB | 10.0 GiB | 20.0 GiB | ")
+
+
 def test_7b_code_path_in_bf16_with_lora_at_tiny_size():
     """What the 7b preset does differently -- bf16 weights, LoRA stage 2 -- on CPU at tiny sizes."""
     preset = get_preset("tiny").replace(stage2="lora", batch_sizes=(2,),
@@ -180,11 +192,20 @@ def test_targets_and_ratios_from_results():
     ratios = speed.compute_ratios(results)
     assert ratios["delta@144"]["ttft"]["16"] == pytest.approx(1 / 0.3)
     assert ratios["delta@144"]["short_throughput"]["16"] == pytest.approx(1.7)
+    assert ratios["delta@144"]["long_throughput"]["16"] == pytest.approx(1.7)
+    assert ratios["delta@144"]["decode"]["16"] == 1.0
+    assert (ratios["delta@144"]["stage1"], ratios["delta@144"]["stage2"]) == pytest.approx((5.0, 1.4))
     rows = {r["metric"]: r for r in speed.evaluate_targets("7b", results, ratios)}
     assert rows["short_throughput"]["met"] and rows["ttft"]["met"] and rows["stage1"]["met"]
     assert not rows["stage2"]["met"]  # 1.4x < 1.5x
     assert rows["projector_share"]["met"] and rows["projector_share"]["value"] == 0.02
     assert speed.evaluate_targets("tiny", results, ratios) == []
+    # delta @ s=2 as the baseline has nothing to be measured against
+    assert speed.evaluate_targets("7b", results[::-1], speed.compute_ratios(results[::-1])) == []
+    # peak memory: a fraction of the baseline's
+    results[1]["inference"]["16"]["peak_memory_mib"] = 25.0
+    assert speed.compute_ratios(results)["delta@144"]["peak_memory"] == {"inference_b16": 0.25, "stage1": 1.0,
+                                                                         "stage2": 1.0}
 
 
 def test_stage2_mode_choice():

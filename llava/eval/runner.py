@@ -49,7 +49,6 @@ from llava.model.builder import load_pretrained_model
 from llava.utils import default_device
 
 
-
 # ----------------------------------------------------------------------------- arguments
 
 

@@ -116,15 +116,20 @@ def test_upstream_version_names_pick_their_templates(version, template):
     assert conversation_template(version) is conv_templates[template]
 
 
-def test_tokenization_mismatch_is_reported_not_hidden(llama_tokenizer_dir):
-    """A token spanning "ASSISTANT:" and the reply cannot be labelled: the sample is flagged."""
-    tokenizer = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
+def _mismatching_dataset(tokenizer_dir) -> LazySupervisedDataset:
+    """Four text samples s0..s3; s1 and s3 cannot be labelled: a token spans "ASSISTANT:" and the reply."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer.add_tokens(["T: A"])
     samples = [{"id": f"s{i}", "conversations": [{"from": "human", "value": "Hi"},
                                                   {"from": "gpt", "value": ("A cat." if i % 2 else "The cat.")}]}
                for i in range(4)]
-    dataset = LazySupervisedDataset(samples, tokenizer, conv_templates["vicuna_v1"], num_image_tokens=0,
-                                    model_max_length=128)
+    return LazySupervisedDataset(samples, tokenizer, conv_templates["vicuna_v1"], num_image_tokens=0,
+                                 model_max_length=128)
+
+
+def test_tokenization_mismatch_is_reported_not_hidden(llama_tokenizer_dir):
+    """A token spanning "ASSISTANT:" and the reply cannot be labelled: the sample is flagged."""
+    dataset = _mismatching_dataset(llama_tokenizer_dir)
     check = check_tokenization(dataset)
     assert check.checked == 4 and [sid for sid, _ in check.mismatched] == ["s1", "s3"]
     assert "'s1'" in check.mismatch_message() and "spans prompt text" in check.mismatch_message()
@@ -202,13 +207,7 @@ def test_the_length_bound_counts_visual_tokens(llama_tok):
 def test_only_the_checked_samples_count_as_mismatched(llama_tokenizer_dir):
     """Mismatches are a share of the samples tokenized for the check (``checked``): a later sample
     tokenized only for its length does not add to them (the run's mismatch ratio would pass 100%)."""
-    tokenizer = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
-    tokenizer.add_tokens(["T: A"])
-    samples = [{"id": f"s{i}", "conversations": [{"from": "human", "value": "Hi"},
-                                                  {"from": "gpt", "value": ("A cat." if i % 2 else "The cat.")}]}
-               for i in range(4)]
-    dataset = LazySupervisedDataset(samples, tokenizer, conv_templates["vicuna_v1"], num_image_tokens=0,
-                                    model_max_length=128)
+    dataset = _mismatching_dataset(llama_tokenizer_dir)
     assert not any(dataset.surely_fits(i) for i in range(4))  # so every length is checked by tokenizing
     check = check_tokenization(dataset, max_samples=2, check_all_lengths=True)
     assert (check.checked, check.length_checked) == (2, 4)

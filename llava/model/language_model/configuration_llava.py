@@ -45,3 +45,13 @@ class LlavaConfig(LlamaConfig):
     mm_delta_init_gain: float = 1.0  # initialisation only: see DeltaProjector
     # Conversation template used at inference when none is given (e.g. "vicuna_v1", "chatml").
     conv_mode: str | None = None
+
+
+def llava_setting(config, key: str):
+    """``config.<key>``, or :class:`LlavaConfig`'s default when ``config`` has no such attribute (a
+    plain LlamaConfig, training arguments or a namespace, as upstream code passes to
+    ``build_vision_tower`` / ``build_vision_projector``). An explicit None stays None; the reader
+    refuses it where it must."""
+    if hasattr(config, key):
+        return getattr(config, key)
+    return getattr(LlavaConfig, key)

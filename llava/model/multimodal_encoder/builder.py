@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llava.model.language_model.configuration_llava import LlavaConfig
+from llava.model.language_model.configuration_llava import llava_setting
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 
 
@@ -27,18 +27,11 @@ def build_vision_tower(vision_tower_cfg, extra_layers: tuple[int, ...] | None = 
         extra_layers = projector_vision_layers(vision_tower_cfg)
     return CLIPVisionTower(
         name,
-        select_layer=_setting(vision_tower_cfg, "mm_vision_select_layer"),
-        select_feature=_setting(vision_tower_cfg, "mm_vision_select_feature"),
+        select_layer=llava_setting(vision_tower_cfg, "mm_vision_select_layer"),
+        select_feature=llava_setting(vision_tower_cfg, "mm_vision_select_feature"),
         extra_layers=tuple(extra_layers),
         delay_load=delay_load,
     )
-
-
-def _setting(config, key: str):
-    """``config.<key>``, or LlavaConfig's default when the config has no such attribute."""
-    if hasattr(config, key):  # an explicit None stays None, and is refused by the tower
-        return getattr(config, key)
-    return getattr(LlavaConfig, key)
 
 
 def projector_vision_layers(config) -> tuple[int, ...]:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as hf_init
 
+from llava.model.language_model.configuration_llava import llava_setting
 from llava.model.multimodal_encoder.features import VisionFeatures
 from llava.model.multimodal_projector.registry import OwnInit, Projector, register_projector
 
@@ -498,20 +499,10 @@ def _released_map() -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _setting(config, key: str):
-    """``config.<key>``, or LlavaConfig's default when the config does not have it (a plain
-    LlamaConfig or namespace, as upstream code passes to ``build_vision_projector``)."""
-    if hasattr(config, key):  # an explicit None stays None, and is refused where it is read
-        return getattr(config, key)
-    from llava.model.language_model.configuration_llava import LlavaConfig
-
-    return getattr(LlavaConfig, key)
-
-
 def _required(config, key: str):
-    """:func:`_setting`, refusing an explicit None (``"mm_delta_rank": null`` in a config.json)
+    """:func:`llava_setting`, refusing an explicit None (``"mm_delta_rank": null`` in a config.json)
     with an error that names the key."""
-    value = _setting(config, key)
+    value = llava_setting(config, key)
     if value is None:
         raise ValueError(f"the delta projector needs {key}, but the config sets it to None (null); remove the key "
                          f"for the default or give a value")
@@ -586,14 +577,14 @@ class DeltaProjector(Projector):
             scale_factor=_required(config, "scale_factor"),
             rank=_required(config, "mm_delta_rank"),
             depth=_required(config, "mm_delta_depth"),
-            per_level=bool(_setting(config, "mm_delta_per_level")),
+            per_level=bool(llava_setting(config, "mm_delta_per_level")),
             init_gain=float(_required(config, "mm_delta_init_gain")),
         )
 
     @classmethod
     def vision_layers(cls, config) -> tuple[int, ...]:
         """The hidden-state indices of ``mm_delta_layers`` (index 0 = embedding output)."""
-        return parse_layers(_setting(config, "mm_delta_layers"))
+        return parse_layers(llava_setting(config, "mm_delta_layers"))
 
     def output_grid(self, grid: Sequence[int]) -> tuple[int, int]:
         """(h/s, w/s); raises ``ValueError`` naming s and the grid when s does not divide it."""

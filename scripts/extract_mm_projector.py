@@ -79,4 +79,6 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
 
 
 if __name__ == "__main__":
-    main()
+    from llava.entry import run_main
+
+    run_main(main)

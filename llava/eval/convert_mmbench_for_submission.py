@@ -94,4 +94,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from llava.entry import run_main
+
+    run_main(main)

@@ -168,4 +168,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    from llava.entry import run_main
+
+    run_main(main)

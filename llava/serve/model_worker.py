@@ -251,5 +251,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from llava.entry import run_main
+
+    run_main(main)
     end_process(0)  # stopped cleanly: skip the C++ teardown that could abort a generate thread (llava.utils)

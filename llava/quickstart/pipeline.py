@@ -514,12 +514,9 @@ def run(cfg: QuickstartConfig) -> dict:
               "total_seconds": round(time.time() - start, 1)}
     (out / "results.json").write_text(json.dumps(report, indent=2))
     print(format_table(report))
-    try:
-        chart(report, out / "results.png")
-    except ImportError as err:  # matplotlib is optional for the run itself
-        _log(f"no chart: {err}")
+    chart_text = write_chart(report, out / "results.png")
     ckpt = results[0]["checkpoint"]
-    print(f"\nResults: {out / 'results.json'}  chart: {out / 'results.png'}")
+    print(f"\nResults: {out / 'results.json'}  {chart_text}")
     ckpt_arg, image_arg = shlex.quote(str(ckpt)), shlex.quote(str(data / "images" / "eval" / "000000.png"))
     print(f"Chat with the trained model:\n  python -m llava.serve.gradio_web_server --model-path {ckpt_arg} "
           f"--device {cfg.device}\n  python -m llava.serve.cli --model-path {ckpt_arg} --device {cfg.device} "
@@ -578,6 +575,18 @@ def format_table(report: dict) -> str:
     lines.append(f"training precision: {report_precision(report)}; "
                  f"total wall time: {report['total_seconds'] / 60:.1f} min")
     return "\n".join(lines)
+
+
+def write_chart(report: dict, path: Path) -> str:
+    """Draws the chart to ``path`` and says where; without matplotlib, says so and leaves no chart
+    (an earlier run's is removed, so the folder never shows a chart of other results)."""
+    path.unlink(missing_ok=True)
+    try:
+        chart(report, path)
+    except ImportError as err:  # matplotlib is optional for the run itself
+        _log(f"no chart: {err}")
+        return "no chart (matplotlib is missing: pip install -e '.[bench]')"
+    return f"chart: {path}"
 
 
 def chart(report: dict, path: Path) -> None:

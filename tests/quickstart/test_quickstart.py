@@ -12,7 +12,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from llava.data.synthetic import generate
 from llava.quickstart.pipeline import (STAGE_VERSIONS, QuickstartConfig, cpu_has_native_bf16, longest_sample_tokens,
-                                       parse_args, reuse_data_and_tower, run, train_args, train_loop_seconds)
+                                       parse_args, reuse_data_and_tower, run, train_args, train_loop_seconds,
+                                       write_chart)
 from llava.quickstart.stage0 import pretrain_tower
 from tests.conftest import TINY_LLM
 
@@ -67,8 +68,21 @@ def test_fast_pipeline_with_compare(tmp_path, tiny_chatml_llm, capsys):
     printed = capsys.readouterr().out
     assert "stage-1 time per sample, mlp2x_gelu / delta" in printed and "(training loop only)" in printed
     assert "python -m llava.serve.gradio_web_server --model-path" in printed
+    assert f"chart: {out / 'results.png'}" in printed
     # the trained tower is an ordinary local vision-tower folder
     assert (out / "vision_tower" / "config.json").is_file() and (out / "vision_tower" / "model.safetensors").is_file()
+
+
+def test_without_matplotlib_no_chart_is_claimed_and_an_old_one_is_removed(tmp_path, monkeypatch):
+    report = {"settings": {"precision": "fp32", "stage1_precision": "fp32"}, "results": [
+        {"projector": "delta", "visual_tokens": 16, "accuracy": {"color": 0.5, "overall": 0.5},
+         "stage1_seconds": 10.0, "stage2_seconds": 5.0}]}
+    path = tmp_path / "results.png"
+    assert write_chart(report, path) == f"chart: {path}" and path.stat().st_size > 1000
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    text = write_chart(report, path)
+    assert text.startswith("no chart (matplotlib is missing") and ".[bench]" in text
+    assert not path.exists()  # the earlier run's chart would show other results
 
 
 def test_caption_turn_prob_reaches_the_generated_stage2_data():

@@ -42,6 +42,10 @@ def test_run_main_returns_the_result_and_lets_other_errors_through():
      "{tmp}/q.jsonl", "--image-folder", "{tmp}", "--answers-file", "{tmp}/a.jsonl", "--device", "cpu"],
     ["-m", "llava.serve.cli", "--model-path", "{tmp}/no-checkpoint", "--device", "cpu"],
     ["scripts/extract_mm_projector.py", "--model_name_or_path", "{tmp}/no-checkpoint", "--output", "{tmp}/p.bin"],
+    ["llava/train/train_mem.py", "--model_name_or_path", "{tmp}/no-checkpoint", "--data_path", "{tmp}/d.json",
+     "--output_dir", "{tmp}/out", "--use_cpu", "True"],
+    ["llava/train/train.py", "--model_name_or_path", "{tmp}/no-checkpoint", "--data_path", "{tmp}/d.json",
+     "--output_dir", "{tmp}/out", "--use_cpu", "True"],
 ], ids=lambda argv: argv[1] if argv[0] == "-m" else argv[0])
 def test_a_missing_input_is_one_error_line_not_a_traceback(argv, tmp_path):
     argv = [a.format(tmp=tmp_path) for a in argv]

@@ -549,5 +549,7 @@ def train(attn_implementation: str | None = None, *, argv: list[str] | None = No
 
 
 if __name__ == "__main__":
-    train()
+    from llava.entry import run_main
+
+    run_main(train)
     finish_launched_run()

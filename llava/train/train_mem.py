@@ -9,5 +9,7 @@ from llava.model.attention import select_attn_implementation
 from llava.train.train import finish_launched_run, train
 
 if __name__ == "__main__":
-    train(attn_implementation=select_attn_implementation())
+    from llava.entry import run_main
+
+    run_main(train, select_attn_implementation())
     finish_launched_run()
